@@ -1,0 +1,146 @@
+"""The iterative leaky integrate-and-fire neuron (Wu et al. 2019) as pure functions.
+
+For a time-major input current ``x`` of shape ``[T, B, ...]`` the neuron runs,
+per element and for ``t = 1..T`` (METHOD.md section 1)::
+
+    u[t] = tau * u[t-1] * (1 - o[t-1]) + x[t]     # charge, with hard reset to 0
+    o[t] = H(u[t] - V_th)                         # fire
+
+with ``u[0] = o[0] = 0``. ``H`` is the exact Heaviside step whose backward pass
+is a surrogate derivative (``snn_jax.surrogate``). Reverse-mode autodiff of the
+``lax.scan`` below is spatio-temporal backpropagation (METHOD.md section 3):
+the gradient reaches ``u[t]`` from ``o[t]`` (space) and from ``u[t+1]``
+through the leak ``tau * (1 - o[t])`` and through the reset ``-tau * u[t]``.
+``detach_reset=True`` treats ``(1 - o)`` as a constant and drops the reset term.
+``tau = 1`` is the (non-leaky) integrate-and-fire neuron.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from snn_jax.functional import surrogate as surrogate_lib
+
+Array = jax.Array
+
+__all__ = ["LIFState", "check_lif_params", "lif_scan", "lif_step"]
+
+
+class LIFState(NamedTuple):
+    """State carried between time steps.
+
+    Attributes:
+      u: membrane potential ``u[t]`` after charging, before the reset, ``[B, ...]``.
+      o: spikes ``o[t]`` of the same step, ``[B, ...]``, exactly 0 or 1.
+    """
+
+    u: Array
+    o: Array
+
+    @classmethod
+    def zeros(cls, shape, dtype=jnp.float32) -> LIFState:
+        """The resting state ``u = o = 0``."""
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def check_lif_params(tau, v_th) -> None:
+    """Raises ``ValueError`` for a concrete ``tau`` outside (0, 1] or ``v_th <= 0``.
+
+    Traced or array values (a learnable leak) are not checked.
+    """
+    if isinstance(tau, int | float) and not 0 < tau <= 1:
+        raise ValueError(f"tau (the leak) must be in (0, 1], got {tau}")
+    if isinstance(v_th, int | float) and not v_th > 0:
+        raise ValueError(f"v_th (the threshold) must be > 0, got {v_th}")
+
+
+def lif_step(
+    state: LIFState,
+    x: Array,
+    *,
+    tau: float | Array = 0.25,
+    v_th: float = 0.5,
+    surrogate: surrogate_lib.SpikeFunction | None = None,
+    detach_reset: bool = False,
+) -> tuple[LIFState, Array]:
+    """One LIF time step: charge, fire, reset (in ``lax.scan`` carry order).
+
+    Args:
+      state: the previous step's ``LIFState`` (``u[t-1]``, ``o[t-1]``), ``[B, ...]``.
+      x: input current ``x[t]``, ``[B, ...]``.
+      tau: leak in (0, 1]; an array (broadcastable to ``x``) for a learnable leak.
+      v_th: firing threshold (> 0).
+      surrogate: spike function; ``None`` means ``surrogate.rectangular(1.0)``.
+      detach_reset: stop the gradient through the reset factor ``(1 - o[t-1])``.
+
+    Returns:
+      ``(LIFState(u[t], o[t]), o[t])``.
+
+    >>> s = LIFState.zeros((2,))
+    >>> s, o = lif_step(s, jnp.array([0.4, 0.6]))
+    >>> o
+    Array([0., 1.], dtype=float32)
+    >>> s, o = lif_step(s, jnp.array([0.4, 0.0]))  # 0.25 * 0.4 + 0.4; the 2nd was reset
+    >>> s.u
+    Array([0.5, 0. ], dtype=float32)
+    """
+    spike = surrogate or surrogate_lib.get("rectangular", width=1.0)
+    o_prev = jax.lax.stop_gradient(state.o) if detach_reset else state.o
+    u = tau * state.u * (1 - o_prev) + x
+    o = spike(u - v_th)
+    return LIFState(u, o), o
+
+
+def lif_scan(
+    x: Array,
+    *,
+    tau: float | Array = 0.25,
+    v_th: float = 0.5,
+    surrogate: surrogate_lib.SpikeFunction | None = None,
+    detach_reset: bool = False,
+    init_state: LIFState | None = None,
+    return_membrane: bool = False,
+    unroll: int | bool = 1,
+) -> Array | tuple[Array, Array]:
+    """Runs the LIF neuron over time: one ``jax.lax.scan`` over axis 0.
+
+    Args:
+      x: input current, time-major ``[T, B, ...]``.
+      tau: leak in (0, 1] (1 = integrate-and-fire); an array broadcastable to
+        ``x[0]`` for a learnable leak (it is cast to ``x.dtype``).
+      v_th: firing threshold (> 0).
+      surrogate: spike function; ``None`` means ``surrogate.rectangular(1.0)``.
+      detach_reset: stop the gradient through the reset ``(1 - o)``.
+      init_state: state before the first step; ``None`` is the resting state.
+      return_membrane: also return the membrane trace ``u``.
+      unroll: ``lax.scan`` unroll factor (a speed knob; the result is the same).
+
+    Returns:
+      Spikes ``o`` of shape ``[T, B, ...]`` (exactly 0 or 1, dtype of ``x``), or
+      ``(o, u)`` when ``return_membrane`` is true.
+
+    >>> x = jnp.full((3, 1), 0.2)
+    >>> o, u = lif_scan(x, return_membrane=True)
+    >>> u[:, 0]  # 0.2, 0.25 * 0.2 + 0.2, 0.25 * 0.25 + 0.2
+    Array([0.2   , 0.25  , 0.2625], dtype=float32)
+    """
+    if x.ndim < 2:
+        raise ValueError(
+            f"lif_scan expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
+        )
+    check_lif_params(tau, v_th)
+    if not isinstance(tau, int | float):
+        tau = jnp.asarray(tau, x.dtype)
+    state = LIFState.zeros(x.shape[1:], x.dtype) if init_state is None else init_state
+
+    def step(state, x_t):
+        state, o = lif_step(
+            state, x_t, tau=tau, v_th=v_th, surrogate=surrogate, detach_reset=detach_reset
+        )
+        return state, (o, state.u) if return_membrane else o
+
+    _, out = jax.lax.scan(step, state, x, unroll=unroll)
+    return out

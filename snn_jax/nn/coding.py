@@ -1,0 +1,71 @@
+"""Encoding static inputs into spike trains, and the decoding (readout) layer."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["MeanDecoder", "direct_encode", "rate_encode"]
+
+
+def direct_encode(x: jax.Array, time_steps: int) -> jax.Array:
+    """Direct encoding: repeat a static input over time, ``[B, ...] -> [T, B, ...]``.
+
+    The first conv -> tdBN -> LIF layer then acts as the encoder (METHOD.md section 5).
+
+    >>> direct_encode(jnp.ones((2, 3)), 4).shape
+    (4, 2, 3)
+    """
+    if time_steps < 1:
+        raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+    return jnp.broadcast_to(x, (time_steps, *x.shape))
+
+
+def rate_encode(key: jax.Array, x: jax.Array, time_steps: int) -> jax.Array:
+    """Bernoulli rate coding: ``o[t] ~ Bernoulli(x)`` independently per step and element.
+
+    This is the discrete-time Poisson spike train with rate ``x`` per step.
+
+    Args:
+      key: PRNG key.
+      x: intensities in [0, 1], ``[B, ...]``.
+      time_steps: ``T``.
+
+    Returns:
+      Spikes ``[T, B, ...]`` of 0 and 1 in ``x.dtype``.
+
+    >>> s = rate_encode(jax.random.key(0), jnp.array([0.0, 1.0]), 5)
+    >>> s[:, 0].sum(), s[:, 1].sum()
+    (Array(0., dtype=float32), Array(5., dtype=float32))
+    """
+    if time_steps < 1:
+        raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+    u = jax.random.uniform(key, (time_steps, *x.shape))
+    return (u < x).astype(x.dtype)
+
+
+class MeanDecoder(nn.Module):
+    """Decoding layer ``Q = (1/T) * sum_t (M o[t] + b)``: ``[T, B, F] -> [B, features]``.
+
+    Computed as ``M mean_t(o[t]) + b``, which is equal by linearity and costs
+    one matrix product instead of ``T``.
+
+    Attributes:
+      features: number of outputs (classes).
+      use_bias: learn ``b``.
+      dtype: compute dtype.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, spikes: jax.Array) -> jax.Array:
+        if spikes.ndim != 3:
+            raise ValueError(
+                f"MeanDecoder expects time-major features [T, B, F], got shape {spikes.shape}"
+            )
+        dense = nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype, name="readout")
+        return dense(jnp.mean(spikes, axis=0))
