@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from snn_jax.functional import surrogate as surrogate_lib
+from snn_jax.functional.lif_vjp import lif_scan_custom_vjp
 
 Array = jax.Array
 
@@ -104,6 +105,7 @@ def lif_scan(
     init_state: LIFState | None = None,
     return_membrane: bool = False,
     unroll: int | bool = 1,
+    implementation: str = "custom_vjp",
 ) -> Array | tuple[Array, Array]:
     """Runs the LIF neuron over time: one ``jax.lax.scan`` over axis 0.
 
@@ -117,6 +119,12 @@ def lif_scan(
       init_state: state before the first step; ``None`` is the resting state.
       return_membrane: also return the membrane trace ``u``.
       unroll: ``lax.scan`` unroll factor (a speed knob; the result is the same).
+      implementation: ``"custom_vjp"`` (default) runs the hand-written STBP
+        backward of :mod:`snn_jax.functional.lif_vjp`, which keeps only ``u``
+        and ``o`` for the backward pass; ``"autodiff"`` differentiates the plain
+        scan of :func:`lif_step`. Both give the same values and gradients; a
+        surrogate that is not a ``SpikeFunction`` or a traced ``v_th`` always
+        uses ``"autodiff"``.
 
     Returns:
       Spikes ``o`` of shape ``[T, B, ...]`` (exactly 0 or 1, dtype of ``x``), or
@@ -132,13 +140,34 @@ def lif_scan(
             f"lif_scan expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
         )
     check_lif_params(tau, v_th)
+    if implementation not in ("custom_vjp", "autodiff"):
+        raise ValueError(
+            f"implementation must be 'custom_vjp' or 'autodiff', got {implementation!r}"
+        )
     if not isinstance(tau, int | float):
         tau = jnp.asarray(tau, x.dtype)
     state = LIFState.zeros(x.shape[1:], x.dtype) if init_state is None else init_state
+    spike = surrogate or surrogate_lib.get("rectangular", width=1.0)
+    if (
+        implementation == "custom_vjp"
+        and isinstance(spike, surrogate_lib.SpikeFunction)
+        and isinstance(v_th, int | float)
+    ):
+        return lif_scan_custom_vjp(
+            x,
+            jnp.asarray(tau, x.dtype),
+            state.u.astype(x.dtype),
+            state.o.astype(x.dtype),
+            v_th=float(v_th),
+            surrogate=spike,
+            detach_reset=detach_reset,
+            return_membrane=return_membrane,
+            unroll=unroll,
+        )
 
     def step(state, x_t):
         state, o = lif_step(
-            state, x_t, tau=tau, v_th=v_th, surrogate=surrogate, detach_reset=detach_reset
+            state, x_t, tau=tau, v_th=v_th, surrogate=spike, detach_reset=detach_reset
         )
         return state, (o, state.u) if return_membrane else o
 

@@ -1,0 +1,1 @@
+"""Experiment scripts and configs of snn-jax (run from the repository root)."""

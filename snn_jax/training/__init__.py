@@ -1,0 +1,25 @@
+"""Training engine: train state, jitted data-parallel steps, checkpoints, the loop."""
+
+from snn_jax.training.checkpoint import Checkpointer
+from snn_jax.training.loop import build_model, evaluate, train_and_evaluate
+from snn_jax.training.optim import make_optimizer, make_schedule
+from snn_jax.training.sharding import make_mesh, put_batch, replicated
+from snn_jax.training.state import TrainState, create_train_state
+from snn_jax.training.steps import cross_entropy, eval_step, train_step
+
+__all__ = [
+    "Checkpointer",
+    "TrainState",
+    "build_model",
+    "create_train_state",
+    "cross_entropy",
+    "eval_step",
+    "evaluate",
+    "make_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "put_batch",
+    "replicated",
+    "train_and_evaluate",
+    "train_step",
+]

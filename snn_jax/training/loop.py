@@ -1,0 +1,271 @@
+"""The training loop: config -> data -> model -> sharded jitted steps -> checkpoints and logs."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from snn_jax import data as data_lib
+from snn_jax import models
+from snn_jax.training import checkpoint, optim, sharding, steps, writers
+from snn_jax.training.state import create_train_state
+
+__all__ = ["StopRequested", "build_model", "evaluate", "train_and_evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+class StopRequested:
+    """Records SIGTERM/SIGINT instead of dying, so the loop can checkpoint and exit.
+
+    A second signal while the first is pending restores the default behaviour.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        self.signal = signum
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def __enter__(self) -> StopRequested:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+    """The model named by ``config.model.name`` with the config's other model fields."""
+    kwargs = dict(config.model)
+    name = kwargs.pop("name")
+    try:
+        return models.get_model(
+            name,
+            num_classes=num_classes,
+            time_steps=config.time_steps,
+            dtype=jnp.dtype(config.dtype),
+            **kwargs,
+        )
+    except TypeError as e:
+        raise ValueError(f"bad model config {dict(config.model)}: {e}") from None
+
+
+def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
+    """One pass over the test split: ``loss``, ``accuracy`` and firing rates."""
+    time_major = ("image",) if pipeline.time_major else ()
+    sums: dict[str, float] = {}
+    batches = 0
+    for batch in pipeline.eval_batches():
+        out = jax.device_get(eval_fn(state, sharding.put_batch(batch, mesh, time_major)))
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        batches += 1
+    count = max(sums.pop("count", 0.0), 1.0)
+    result = {"loss": sums.pop("loss_sum") / count, "accuracy": sums.pop("correct") / count}
+    result.update({k: v / batches for k, v in sums.items()})
+    return result
+
+
+def _mean(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+    fetched = jax.device_get(history)
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+@dataclasses.dataclass
+class _Schedule:
+    total: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+    def due(self, step: int, every: int) -> bool:
+        return step == self.total or (every > 0 and step % every == 0)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains and evaluates the model described by ``config``; resumes from ``workdir``.
+
+    Writes to ``workdir``: ``checkpoints/`` (orbax), ``tensorboard/``,
+    ``metrics.jsonl`` and ``summary.json``. Rerunning the same command after an
+    interruption continues from the last checkpoint and gives the same result as
+    an uninterrupted run. SIGTERM/SIGINT save a checkpoint and return early.
+
+    Returns:
+      The summary: ``final_test_accuracy``, ``best_test_accuracy``,
+      ``train_seconds``, ``steps``, ``firing_rates`` and more.
+    """
+    if config.distributed:
+        jax.distributed.initialize()
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh()
+    n_devices = mesh.devices.size
+    for key in ("batch_size", "eval_batch_size"):
+        if config[key] % n_devices:
+            raise ValueError(
+                f"config.{key} = {config[key]} is not divisible by the {n_devices} devices; "
+                f"use a multiple of {n_devices}"
+            )
+    pipeline = data_lib.create_pipeline(
+        config.data,
+        global_batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    total = config.num_train_steps
+    if total <= 0:
+        total = config.num_epochs * pipeline.steps_per_epoch
+    every = _Schedule(
+        total,
+        config.log_every_steps,
+        config.eval_every_steps if config.eval_every_steps > 0 else pipeline.steps_per_epoch,
+        config.checkpoint_every_steps
+        if config.checkpoint_every_steps > 0
+        else pipeline.steps_per_epoch,
+    )
+    model = build_model(config, pipeline.num_classes)
+    tx = optim.make_optimizer(config.optimizer, total)
+    example_shape = pipeline.example_shape
+    if pipeline.time_major:
+        example_shape = (example_shape[0], 1, *example_shape[1:])
+    else:
+        example_shape = (1, *example_shape)
+    state = create_train_state(
+        jax.random.PRNGKey(config.seed),
+        model,
+        tx,
+        jax.ShapeDtypeStruct(example_shape, jnp.float32),
+        mesh,
+    )
+    state_sharding = jax.tree.map(lambda x: x.sharding, state)
+    train_fn = jax.jit(
+        steps.train_step,
+        donate_argnums=0,
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+    )
+    eval_fn = jax.jit(steps.eval_step, out_shardings=sharding.replicated(mesh))
+    time_major = ("image",) if pipeline.time_major else ()
+    is_main = jax.process_index() == 0
+
+    with (
+        checkpoint.Checkpointer(
+            os.path.join(workdir, "checkpoints"), config.keep_checkpoints
+        ) as ckpt,
+        writers.MetricWriter(workdir, enabled=is_main) as writer,
+        StopRequested() as stop,
+    ):
+        state, meta = ckpt.restore(state)
+        start = int(jax.device_get(state.step))
+        if start:
+            log.info("resumed from step %d in %s", start, workdir)
+        best = meta.get("best_test_accuracy", 0.0)
+        train_seconds = meta.get("train_seconds", 0.0)
+        test = meta.get("last_test", {})
+        batches = pipeline.train_batches(start)
+        history: list[dict[str, jax.Array]] = []
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc="train",
+            disable=not (config.progress and is_main),
+            dynamic_ncols=True,
+        )
+        t_last, images = time.perf_counter(), 0
+        step = start
+        while step < total and not stop:
+            t0 = time.perf_counter()
+            state, metrics = train_fn(state, sharding.put_batch(next(batches), mesh, time_major))
+            history.append(metrics)
+            step += 1
+            images += config.batch_size
+            if every.due(step, every.log_every):
+                train = _mean(history)
+                history = []
+                now = time.perf_counter()
+                train["images_per_second"] = images / (now - t_last)
+                t_last, images = now, 0
+                writer.write(step, "train", train)
+                bar.set_postfix(
+                    loss=f"{train['loss']:.3f}",
+                    acc=f"{train['accuracy']:.3f}",
+                    img_s=f"{train['images_per_second']:.0f}",
+                )
+                if train["nonfinite_streak"] >= config.max_nonfinite_steps:
+                    raise FloatingPointError(
+                        f"{int(train['nonfinite_streak'])} steps in a row up to step {step} had "
+                        "a non-finite loss or gradient (all were skipped); lower the learning "
+                        f"rate or check the data. Last good checkpoint: {ckpt.directory}"
+                    )
+            jax.block_until_ready(state.step)
+            train_seconds += time.perf_counter() - t0
+            bar.update(1)
+            if every.due(step, every.eval_every):
+                test = evaluate(eval_fn, state, pipeline, mesh)
+                best = max(best, test["accuracy"])
+                writer.write(step, "test", test)
+                bar.write(
+                    f"step {step}: test loss {test['loss']:.4f} accuracy {test['accuracy']:.4f}"
+                )
+            if every.due(step, every.checkpoint_every) or stop:
+                ckpt.save(
+                    state,
+                    dict(best_test_accuracy=best, train_seconds=train_seconds, last_test=test),
+                )
+        bar.close()
+        interrupted = bool(stop)
+        if interrupted:
+            ckpt.save(
+                state, dict(best_test_accuracy=best, train_seconds=train_seconds, last_test=test)
+            )
+            log.warning(
+                "stopped by signal %d at step %d; checkpoint saved in %s, rerun to resume",
+                stop.signal,
+                step,
+                ckpt.directory,
+            )
+
+    summary = {
+        "config_name": config.get("name", ""),
+        "steps": step,
+        "total_steps": total,
+        "interrupted": interrupted,
+        "final_test_accuracy": test.get("accuracy"),
+        "final_test_loss": test.get("loss"),
+        "best_test_accuracy": best,
+        "train_seconds": train_seconds,
+        "skipped_steps": int(jax.device_get(state.skipped_steps)),
+        "firing_rates": {
+            k.removeprefix("firing_rate/"): v
+            for k, v in test.items()
+            if k.startswith("firing_rate/")
+        },
+        "devices": n_devices,
+        "device_kind": jax.devices()[0].device_kind,
+        "parameters": int(sum(np.prod(p.shape) for p in jax.tree.leaves(state.params))),
+    }
+    if is_main:
+        writers.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    return summary

@@ -1,0 +1,114 @@
+"""Pure, jit-able train and eval steps: STBP through the model's LIF scans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from snn_jax.training.state import TrainState
+
+__all__ = ["cross_entropy", "eval_step", "firing_rates", "train_step"]
+
+Metrics = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy of the decoded output ``Q`` ``[B, K]`` (float32)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def firing_rates(intermediates: Any) -> Metrics:
+    """``{"firing_rate/<layer path>": rate}`` from the rates sown by the LIF layers."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(intermediates), sep="/")
+    return {
+        "firing_rate/" + path.removesuffix("/firing_rate"): jnp.mean(jnp.stack(values))
+        for path, values in flat.items()
+        if path.endswith("firing_rate")
+    }
+
+
+def _variables(state: TrainState, params) -> dict[str, Any]:
+    variables = {"params": params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return variables
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Metrics]:
+    """One optimisation step on a (sharded) batch.
+
+    The loss is the mean softmax cross-entropy of the decoded output; its
+    gradient is STBP through the model's LIF scans. A step whose loss or
+    gradient is not finite keeps the old parameters, optimizer state and
+    statistics (the step counter still advances: the batch was consumed) and
+    is counted in ``skipped`` and ``nonfinite_streak``.
+
+    Args:
+      state: the current ``TrainState``.
+      batch: ``{"image": [B, ...] or [T, B, ...], "label": int [B]}``.
+
+    Returns:
+      ``(new_state, metrics)``; metrics has ``loss``, ``accuracy``,
+      ``grad_norm``, ``param_norm``, ``skipped``, ``nonfinite_streak`` and one
+      ``firing_rate/<layer>`` per spiking layer.
+    """
+    step_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn(
+            _variables(state, params),
+            batch["image"],
+            train=True,
+            mutable=["batch_stats", "intermediates"],
+            rngs={"dropout": step_rng},
+        )
+        return jnp.mean(cross_entropy(logits, batch["label"])), (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    updated = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = updated.replace(
+        params=keep(updated.params, state.params),
+        opt_state=keep(updated.opt_state, state.opt_state),
+        batch_stats=keep(updated.batch_stats, state.batch_stats),
+        nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+    )
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        "grad_norm": grad_norm,
+        "param_norm": optax.global_norm(new_state.params),
+        "skipped": (~finite).astype(jnp.float32),
+        "nonfinite_streak": new_state.nonfinite_streak,
+        **firing_rates(updates.get("intermediates", {})),
+    }
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
+    """Evaluation with running statistics; returns sums over the real examples.
+
+    ``batch`` may carry a boolean ``mask`` (padding of the last batch).
+
+    Returns:
+      ``loss_sum``, ``correct``, ``count`` and ``firing_rate/<layer>`` (the mean
+      over the whole padded batch).
+    """
+    logits, updates = state.apply_fn(
+        _variables(state, state.params), batch["image"], train=False, mutable=["intermediates"]
+    )
+    mask = batch.get("mask", jnp.ones(batch["label"].shape, bool)).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+        "count": jnp.sum(mask),
+        **firing_rates(updates.get("intermediates", {})),
+    }

@@ -1,0 +1,64 @@
+"""Metric outputs of a run: TensorBoard event files, a JSON-lines log, ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["MetricWriter", "write_json_atomic"]
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Writes JSON to ``path`` through a temporary file and a rename."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _scalar(value) -> float | None:
+    value = float(np.asarray(value))
+    return value if math.isfinite(value) else None
+
+
+class MetricWriter:
+    """Writes scalars to ``<workdir>/tensorboard`` (tensorboardX, no TensorFlow) and
+    ``<workdir>/metrics.jsonl`` (one JSON object per write: ``step``, ``split``, values).
+
+    Only enabled on process 0 of a multi-process run; otherwise all calls do nothing.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+
+        os.makedirs(workdir, exist_ok=True)
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+
+    def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        values = {k: _scalar(v) for k, v in scalars.items()}
+        for key, value in values.items():
+            if value is not None:
+                self._tb.add_scalar(f"{split}/{key}", value, step)
+        self._jsonl.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+
+    def __enter__(self) -> MetricWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

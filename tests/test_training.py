@@ -1,0 +1,284 @@
+"""The training engine: steps, sharding, optimisers, checkpoints, resume, signals, the loop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import digits
+from snn_jax import data as data_lib
+from snn_jax import training
+from snn_jax.training import sharding, steps
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+    c = digits.get_config()
+    c.batch_size = 32
+    c.eval_batch_size = 64
+    c.num_train_steps = 8
+    c.log_every_steps = 1
+    c.checkpoint_every_steps = 4
+    c.eval_every_steps = 8
+    c.progress = False
+    c.optimizer.warmup_steps = 2
+    for k, v in overrides.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def make_state(config, mesh):
+    pipeline = data_lib.create_pipeline(
+        config.data, global_batch_size=config.batch_size, seed=config.seed
+    )
+    model = training.build_model(config, pipeline.num_classes)
+    tx = training.make_optimizer(config.optimizer, 100)
+    example = jax.ShapeDtypeStruct((1, *pipeline.example_shape), jnp.float32)
+    state = training.create_train_state(jax.random.PRNGKey(0), model, tx, example, mesh)
+    return state, pipeline
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = tiny_config()
+    mesh = sharding.make_mesh()
+    state, pipeline = make_state(config, mesh)
+    batch = next(pipeline.train_batches())
+    return config, mesh, state, batch
+
+
+def test_train_step_lowers_loss_on_a_fixed_batch(setup):
+    _config, mesh, state, batch = setup
+    step = jax.jit(chex.assert_max_traces(steps.train_step, n=1))
+    sharded = sharding.put_batch(batch, mesh)
+    losses = []
+    for _ in range(5):
+        state, metrics = step(state, sharded)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert int(state.step) == 5
+    rates = [k for k in metrics if k.startswith("firing_rate/")]
+    assert len(rates) >= 2
+    for k in rates:
+        assert 0.0 <= float(metrics[k]) <= 1.0
+    assert float(metrics["grad_norm"]) > 0
+
+
+def test_eval_step_counts_only_real_examples(setup):
+    _, mesh, state, batch = setup
+    masked = dict(batch, mask=np.arange(len(batch["label"])) < 5)
+    out = jax.jit(steps.eval_step)(state, sharding.put_batch(masked, mesh))
+    assert float(out["count"]) == 5
+    assert 0 <= float(out["correct"]) <= 5
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
+def test_four_devices_equal_one_device_on_the_same_global_batch():
+    config = tiny_config()
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:4]):
+        mesh = sharding.make_mesh(devices)
+        state, pipeline = make_state(config, mesh)
+        batches = pipeline.train_batches()
+        fn = jax.jit(steps.train_step)
+        for _ in range(2):
+            state, _ = fn(state, sharding.put_batch(next(batches), mesh))
+        leaf = jax.tree.leaves(state.params)[0]
+        assert len(leaf.sharding.device_set) == len(devices)
+        results.append(jax.device_get((state.params, state.batch_stats)))
+    chex.assert_trees_all_close(results[0], results[1], rtol=1e-4, atol=1e-5)
+
+
+def test_nonfinite_batch_is_skipped_not_applied(setup):
+    _, mesh, state, batch = setup
+    fn = jax.jit(steps.train_step)
+    bad = dict(batch, image=np.full_like(batch["image"], np.nan))
+    before = jax.device_get((state.params, state.batch_stats, state.opt_state))
+    new, metrics = fn(state, sharding.put_batch(bad, mesh))
+    chex.assert_trees_all_equal(
+        before, jax.device_get((new.params, new.batch_stats, new.opt_state))
+    )
+    assert float(metrics["skipped"]) == 1.0
+    assert int(new.nonfinite_streak) == 1
+    assert int(new.skipped_steps) == 1
+    assert int(new.step) == int(state.step) + 1
+    good, metrics = fn(new, sharding.put_batch(batch, mesh))
+    assert float(metrics["skipped"]) == 0.0
+    assert int(good.nonfinite_streak) == 0
+    assert int(good.skipped_steps) == 1
+
+
+def test_weight_decay_skips_norm_and_bias_parameters():
+    params = {
+        "conv": {"kernel": jnp.ones((3, 3, 2, 4))},
+        "tdbn": {"scale": jnp.ones(4), "bias": jnp.ones(4)},
+        "dense": {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)},
+    }
+    tx = training.make_optimizer(
+        {"name": "sgd", "learning_rate": 1.0, "momentum": 0.0, "weight_decay": 0.5}, 10
+    )
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    assert float(updates["conv"]["kernel"][0, 0, 0, 0]) == pytest.approx(-0.5)
+    assert float(updates["dense"]["kernel"][0, 0]) == pytest.approx(-0.5)
+    for leaf in (updates["tdbn"]["scale"], updates["tdbn"]["bias"], updates["dense"]["bias"]):
+        assert float(jnp.abs(leaf).max()) == 0.0
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step"])
+def test_optimizers_and_schedules(name, schedule):
+    cfg = {"name": name, "learning_rate": 0.1, "schedule": schedule, "warmup_steps": 4}
+    sched = training.make_schedule(cfg, 20)
+    assert float(sched(0)) == 0.0
+    assert float(sched(4)) == pytest.approx(0.1)
+    assert float(sched(2)) == pytest.approx(0.05)
+    end = {"constant": 0.1, "cosine": 0.0, "step": 0.001}[schedule]
+    assert float(sched(20)) == pytest.approx(end, abs=1e-7)
+    tx = training.make_optimizer(cfg, 20)
+    p = {"w": jnp.ones((2, 2))}
+    tx.update(p, tx.init(p), p)
+
+
+def test_bad_optimizer_and_schedule_names():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        training.make_optimizer({"name": "lamb", "learning_rate": 0.1}, 10)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        training.make_schedule({"learning_rate": 0.1, "schedule": "poly"}, 10)
+
+
+def _params(workdir):
+    config = tiny_config()
+    state, _ = make_state(config, sharding.make_mesh())
+    with training.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+        restored, meta = ckpt.restore(state)
+    return jax.device_get((restored.params, restored.batch_stats, restored.opt_state)), meta
+
+
+def test_sigterm_checkpoints_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    config = tiny_config()
+    full = training.train_and_evaluate(config, str(tmp_path / "full"))
+    assert full["steps"] == 8
+    assert not full["interrupted"]
+
+    calls = {"n": 0}
+    put = sharding.put_batch
+
+    def put_and_signal(batch, mesh, time_major=()):
+        calls["n"] += 1
+        if calls["n"] == 5 and len(batch["label"]) == config.batch_size and "mask" not in batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return put(batch, mesh, time_major)
+
+    monkeypatch.setattr(sharding, "put_batch", put_and_signal)
+    part = training.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert part["interrupted"]
+    assert part["steps"] == 5
+    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints"))[-1] == "5"
+    monkeypatch.setattr(sharding, "put_batch", put)
+
+    resumed = training.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert resumed["steps"] == 8
+    assert not resumed["interrupted"]
+    a, _ = _params(str(tmp_path / "full"))
+    b, meta = _params(str(tmp_path / "resumed"))
+    chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-7)
+    assert resumed["final_test_accuracy"] == pytest.approx(full["final_test_accuracy"])
+    assert meta["best_test_accuracy"] == pytest.approx(full["best_test_accuracy"])
+
+
+def test_loop_compiles_the_train_step_once(tmp_path, monkeypatch):
+    traces = {"n": 0}
+    original = steps.train_step
+
+    def counted(state, batch):
+        traces["n"] += 1
+        return original(state, batch)
+
+    monkeypatch.setattr(steps, "train_step", counted)
+    training.train_and_evaluate(tiny_config(eval_every_steps=3), str(tmp_path))
+    assert traces["n"] == 1
+
+
+def test_loop_stops_after_k_nonfinite_steps(tmp_path, monkeypatch):
+    put = sharding.put_batch
+
+    def poisoned(batch, mesh, time_major=()):
+        if "mask" not in batch:
+            batch = dict(batch, image=np.full_like(batch["image"], np.inf))
+        return put(batch, mesh, time_major)
+
+    monkeypatch.setattr(sharding, "put_batch", poisoned)
+    with pytest.raises(FloatingPointError, match="3 steps in a row"):
+        training.train_and_evaluate(tiny_config(max_nonfinite_steps=3), str(tmp_path))
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
+def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not divisible by the 4 devices"):
+        training.train_and_evaluate(tiny_config(batch_size=30), str(tmp_path))
+
+
+def test_bad_model_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown model|expected one of"):
+        training.train_and_evaluate(tiny_config(**{"model.name": "resnet1000"}), str(tmp_path))
+
+
+def _main(tmp_path, *flags, timeout=300):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.main", f"--workdir={tmp_path}", *flags],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_main_smoke_run_writes_metrics_checkpoint_and_summary(tmp_path):
+    r = _main(
+        tmp_path,
+        "--config.num_train_steps=4",
+        "--config.batch_size=32",
+        "--config.eval_every_steps=4",
+        "--config.progress=False",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in (
+        "final_test_accuracy",
+        "best_test_accuracy",
+        "train_seconds",
+        "steps",
+        "firing_rates",
+    ):
+        assert key in summary
+    assert summary["steps"] == 4
+    assert summary["firing_rates"]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {x["split"] for x in lines} == {"train", "test"}
+    assert os.listdir(tmp_path / "tensorboard")
+    assert "4" in os.listdir(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("--config.no_such_key=1", "no_such_key"), ("--config.batch_size=abc", "batch_size")],
+)
+def test_main_rejects_bad_config_flags(tmp_path, flag, message):
+    r = _main(tmp_path, flag, timeout=120)
+    assert r.returncode != 0
+    assert message in r.stderr
