@@ -232,7 +232,7 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
 
 
 def test_bad_model_config_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown model|expected one of"):
+    with pytest.raises(ValueError, match=r"unknown model|expected one of"):
         training.train_and_evaluate(tiny_config(**{"model.name": "resnet1000"}), str(tmp_path))
 
 
