@@ -1,0 +1,512 @@
+"""The LIF neuron (METHOD.md section 1) and its STBP gradient (section 3) against NumPy.
+
+The forward reference is a plain NumPy loop over time; the backward reference
+is the STBP recursion written out by hand, run backwards in time:
+
+    dL/do[t] = g[t] + dL/du[t+1] * (-tau * u[t])      (no second term with detach_reset)
+    dL/du[t] = dL/do[t] * s(u[t] - V_th) + dL/du[t+1] * tau * (1 - o[t]) (+ dL/du[t] direct)
+    dL/dx[t] = dL/du[t],   dL/dtau = sum_t dL/du[t] * u[t-1] * (1 - o[t-1])
+"""
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import snn_jax
+from snn_jax import LIFState, lif_scan, lif_step, surrogate
+
+T, B, N = 6, 3, 4  # T != B everywhere
+SHAPES = [(T, B), (T, B, N), (5, 2, 3, 2, 3)]  # [T,B], [T,B,N], [T,B,H,W,C]
+PARAMS = [(0.25, 0.5), (0.5, 0.3), (0.2, 0.2), (1.0, 1.0)]  # (tau, v_th); tau = 1 is IF
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def np_lif(x, tau, v_th, u0=None, o0=None):
+    """u[t] = tau*u[t-1]*(1-o[t-1]) + x[t], o[t] = (u[t]-v_th >= 0), in float32 like the library."""
+    x = np.asarray(x, np.float32)
+    tau = np.asarray(tau, np.float32)
+    v_th = np.float32(v_th)
+    u_prev = np.zeros(x.shape[1:], np.float32) if u0 is None else np.asarray(u0, np.float32)
+    o_prev = np.zeros(x.shape[1:], np.float32) if o0 is None else np.asarray(o0, np.float32)
+    us, os_ = [], []
+    for t in range(x.shape[0]):
+        u = tau * u_prev * (np.float32(1) - o_prev) + x[t]
+        o = ((u - v_th) >= 0).astype(np.float32)
+        us.append(u)
+        os_.append(o)
+        u_prev, o_prev = u, o
+    return np.stack(os_), np.stack(us)
+
+
+def np_surrogate(name, v, p=None):
+    """Surrogate derivative of METHOD.md section 2 (float64), with the library's defaults."""
+    v = np.asarray(v, np.float64)
+    if name == "rectangular":
+        a = 1.0 if p is None else p
+        return (np.abs(v) < a / 2) / a
+    if name == "sigmoid":
+        k = 4.0 if p is None else p
+        s = 1 / (1 + np.exp(-k * v))
+        return k * s * (1 - s)
+    if name == "atan":
+        k = 2.0 if p is None else p
+        return k / (2 * (1 + (math.pi / 2 * k * v) ** 2))
+    if name == "triangle":
+        w = 1.0 if p is None else p
+        return np.maximum(0, 1 - np.abs(v) / w) / w
+    if name == "fast_sigmoid":
+        k = 25.0 if p is None else p
+        return 1 / (1 + k * np.abs(v)) ** 2
+    raise AssertionError(name)
+
+
+def np_stbp(u, o, g_o, g_u, tau, v_th, surr, detach_reset, u0=0.0, o0=0.0, with_init=False):
+    """The STBP backward recursion of METHOD.md section 3 for one layer, in float64.
+
+    Args:
+      u, o: forward membrane and spikes [T, ...] (float32 values from ``np_lif``).
+      g_o: spatial upstream gradient dL/do[t] [T, ...]; g_u: direct dL/du[t] (membrane term).
+      tau: float or array broadcastable to u[0]; surr: v -> s(v) on v = u - v_th.
+      u0, o0: the state before the first step (the init state).
+
+    Returns:
+      (dL/dx [T, ...], dL/dtau [B, ...] before reduction to tau's shape), and with
+      ``with_init`` also (dL/du0, dL/do0).
+    """
+    u = np.asarray(u, np.float64)
+    o = np.asarray(o, np.float64)
+    tau = np.asarray(tau, np.float64)
+    # s(u - v_th) with u - v_th rounded in float32, as the library computes it
+    s = surr((np.asarray(u, np.float32) - np.float32(v_th)).astype(np.float64))
+    u_prev = np.concatenate([np.broadcast_to(u0, u[:1].shape), u[:-1]])
+    o_prev = np.concatenate([np.broadcast_to(o0, o[:1].shape), o[:-1]])
+    du_next = np.zeros(u.shape[1:])
+    dx = np.zeros_like(u)
+    dtau = np.zeros(u.shape[1:])
+    for t in reversed(range(u.shape[0])):
+        do_t = g_o[t] + (0.0 if detach_reset else du_next * (-tau * u[t]))
+        du_t = do_t * s[t] + du_next * tau * (1 - o[t]) + g_u[t]
+        dx[t] = du_t
+        dtau += du_t * u_prev[t] * (1 - o_prev[t])
+        du_next = du_t
+    if not with_init:
+        return dx, dtau
+    # u[1] = tau * u0 * (1 - o0) + x[1]
+    du0 = du_next * tau * (1 - o_prev[0])
+    do0 = np.zeros_like(du0) if detach_reset else du_next * (-tau * u_prev[0])
+    return dx, dtau, du0, do0
+
+
+def reduce_to(g, shape):
+    """Sum a [B, ...] array over the broadcast axes to ``shape`` (the shape of tau)."""
+    g = np.asarray(g)
+    lead = g.ndim - len(shape)
+    g = g.sum(axis=tuple(range(lead)))
+    keep = tuple(i for i, n in enumerate(shape) if n == 1)
+    return g.sum(axis=keep, keepdims=True).reshape(shape)
+
+
+def inputs(shape, seed=0, mean=0.4, std=0.5):
+    return (np.random.default_rng(seed).normal(mean, std, shape)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+# every (tau, v_th) once and every layout at least once (IF on [T, B] and on [T, B, H, W, C])
+FORWARD_CASES = [
+    (SHAPES[1], *PARAMS[0]),
+    (SHAPES[1], *PARAMS[1]),
+    (SHAPES[0], *PARAMS[3]),
+    (SHAPES[2], *PARAMS[2]),
+    (SHAPES[2], *PARAMS[3]),
+]
+
+
+@pytest.mark.parametrize(("shape", "tau", "v_th"), FORWARD_CASES)
+def test_lif_scan_equals_numpy_loop(shape, tau, v_th):
+    x = inputs(shape, seed=len(shape))
+    o_ref, u_ref = np_lif(x, tau, v_th)
+    assert 0 < o_ref.mean() < 1  # some spikes and some silence
+    o, u = lif_scan(jnp.asarray(x), tau=tau, v_th=v_th, return_membrane=True)
+    chex.assert_shape([o, u], shape)
+    assert o.dtype == u.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(o), o_ref)
+    np.testing.assert_allclose(np.asarray(u), u_ref, rtol=1e-6, atol=1e-6)
+    # spikes alone (return_membrane=False) are the same
+    np.testing.assert_array_equal(np.asarray(lif_scan(jnp.asarray(x), tau=tau, v_th=v_th)), o_ref)
+
+
+def test_defaults_are_tau_quarter_vth_half():
+    x = inputs((T, B, N), seed=7)
+    o_ref, _ = np_lif(x, 0.25, 0.5)
+    np.testing.assert_array_equal(np.asarray(lif_scan(jnp.asarray(x))), o_ref)
+
+
+def test_reset_and_leak_by_hand():
+    """A hand-computed trace: leak 0.5, threshold 1, hard reset to 0 after a spike."""
+    x = jnp.array([0.6, 0.6, 0.6, 0.2, 1.5], jnp.float32)[:, None]  # [T=5, B=1]
+    o, u = lif_scan(x, tau=0.5, v_th=1.0, return_membrane=True)
+    # u: 0.6; 0.3+0.6=0.9; 0.45+0.6=1.05 (spike); reset -> 0.2; 0.1+1.5=1.6 (spike)
+    np.testing.assert_allclose(u[:, 0], [0.6, 0.9, 1.05, 0.2, 1.6], rtol=1e-6)
+    np.testing.assert_array_equal(o[:, 0], [0, 0, 1, 0, 1])
+
+
+def test_spike_at_threshold_exactly():
+    x = jnp.array([[0.5, 0.4999]], jnp.float32)  # [T=1, B=2]
+    np.testing.assert_array_equal(lif_scan(x, v_th=0.5), [[1.0, 0.0]])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_learnable_tau_array_forward(shape):
+    x = inputs(shape, seed=11)
+    tau = np.linspace(0.1, 1.0, shape[-1]).astype(np.float32)  # per neuron, broadcast to x[0]
+    o_ref, u_ref = np_lif(x, tau, 0.4)
+    o, u = lif_scan(jnp.asarray(x), tau=jnp.asarray(tau), v_th=0.4, return_membrane=True)
+    np.testing.assert_array_equal(np.asarray(o), o_ref)
+    np.testing.assert_allclose(np.asarray(u), u_ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_lif_step_iterated_equals_scan(detach_reset):
+    x = jnp.asarray(inputs((T, B, N), seed=3))
+    spike = surrogate.get("atan")
+    state = LIFState.zeros(x.shape[1:], x.dtype)
+    outs, mems = [], []
+    for t in range(x.shape[0]):
+        state, o = lif_step(
+            state, x[t], tau=0.3, v_th=0.45, surrogate=spike, detach_reset=detach_reset
+        )
+        assert isinstance(state, LIFState)
+        np.testing.assert_array_equal(o, state.o)
+        outs.append(o)
+        mems.append(state.u)
+    o_scan, u_scan = lif_scan(
+        x, tau=0.3, v_th=0.45, surrogate=spike, detach_reset=detach_reset, return_membrane=True
+    )
+    np.testing.assert_array_equal(jnp.stack(outs), o_scan)
+    np.testing.assert_allclose(jnp.stack(mems), u_scan, rtol=1e-6, atol=1e-7)
+    o_ref, _ = np_lif(x, 0.3, 0.45)
+    np.testing.assert_array_equal(jnp.stack(outs), o_ref)
+
+
+def test_lif_step_default_surrogate_and_order():
+    """Charge, fire, reset: the reset uses the previous spike, the output is this step's spike."""
+    state = LIFState(u=jnp.array([0.8, 0.8]), o=jnp.array([1.0, 0.0]))
+    new, o = lif_step(state, jnp.array([0.3, 0.3]), tau=0.5, v_th=0.5)
+    np.testing.assert_allclose(new.u, [0.3, 0.7], rtol=1e-6)
+    np.testing.assert_array_equal(o, [0.0, 1.0])
+    # default surrogate is rectangular(1.0): d o / d x = 1[|u - v_th| < 0.5]
+    g = jax.grad(lambda x: jnp.sum(lif_step(LIFState.zeros((3,)), x)[1]))(
+        jnp.array([-0.1, 0.3, 0.7])
+    )
+    np.testing.assert_allclose(g, [0.0, 1.0, 1.0])
+
+
+def test_init_state_zeros_and_custom():
+    z = LIFState.zeros((B, N), jnp.bfloat16)
+    chex.assert_shape([z.u, z.o], (B, N))
+    assert z.u.dtype == z.o.dtype == jnp.bfloat16
+    assert not np.any(np.asarray(z.u, np.float32))
+    assert not np.any(np.asarray(z.o, np.float32))
+
+    x = inputs((T, B, N), seed=5)
+    rng = np.random.default_rng(6)
+    u0 = rng.normal(0.5, 0.5, (B, N)).astype(np.float32)
+    o0 = (rng.uniform(size=(B, N)) < 0.5).astype(np.float32)
+    o_ref, u_ref = np_lif(x, 0.4, 0.5, u0=u0, o0=o0)
+    o, u = lif_scan(
+        jnp.asarray(x),
+        tau=0.4,
+        v_th=0.5,
+        init_state=LIFState(jnp.asarray(u0), jnp.asarray(o0)),
+        return_membrane=True,
+    )
+    np.testing.assert_array_equal(np.asarray(o), o_ref)
+    np.testing.assert_allclose(np.asarray(u), u_ref, rtol=1e-6, atol=1e-6)
+    # the initial state matters in this example
+    assert not np.array_equal(o_ref, np_lif(x, 0.4, 0.5)[0]) or not np.allclose(
+        u_ref, np_lif(x, 0.4, 0.5)[1]
+    )
+
+
+def test_jit_equals_eager_and_unroll():
+    x = jnp.asarray(inputs((T, B, N), seed=8))
+    kw = {"tau": 0.3, "v_th": 0.4, "surrogate": surrogate.get("sigmoid"), "return_membrane": True}
+    eager = lif_scan(x, **kw)
+    jitted = jax.jit(functools.partial(lif_scan, **kw))(x)
+    unrolled = lif_scan(x, unroll=4, **kw)
+    np.testing.assert_array_equal(eager[0], jitted[0])
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(eager[0], unrolled[0])
+    chex.assert_trees_all_close(eager, unrolled, rtol=1e-6, atol=1e-7)
+
+
+def test_no_retrace_for_new_values():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(x, tau):
+        return lif_scan(x, tau=tau, v_th=0.5, surrogate=surrogate.get("atan"))
+
+    x1 = jnp.asarray(inputs((T, B, N), seed=1))
+    x2 = jnp.asarray(inputs((T, B, N), seed=2))
+    o1 = run(x1, jnp.float32(0.25))
+    o2 = run(x2, jnp.float32(0.5))  # new values, same shapes: no second trace
+    np.testing.assert_array_equal(o1, np_lif(x1, 0.25, 0.5)[0])
+    np.testing.assert_array_equal(o2, np_lif(x2, 0.5, 0.5)[0])
+
+
+def test_bfloat16_spikes():
+    x = jnp.asarray(inputs((T, B, N), seed=9), jnp.bfloat16)
+    o = lif_scan(x)
+    assert o.dtype == jnp.bfloat16
+    assert set(np.unique(np.asarray(o, np.float32))) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("shape", [(), (T,)])
+def test_rejects_input_without_time_and_batch(shape):
+    with pytest.raises(ValueError, match=r"\[T, B"):
+        lif_scan(jnp.zeros(shape))
+
+
+def test_public_names():
+    assert snn_jax.lif_scan is lif_scan
+    assert snn_jax.lif_step is lif_step
+    assert snn_jax.LIFState is LIFState
+
+
+# ----------------------------------------------------------------------------- STBP gradient
+
+TAU, V_TH = 0.3, 0.4  # not the defaults, to catch a default used by mistake
+
+
+def _loss_terms(shape, seed=0):
+    rng = np.random.default_rng(100 + seed)
+    w_o = rng.normal(size=shape).astype(np.float32)
+    w_u = rng.normal(size=shape).astype(np.float32)
+    return w_o, w_u
+
+
+def _jax_grads(x, tau, w_o, w_u, *, name, detach_reset, return_membrane, extra, argnums=0):
+    def loss(x, tau):
+        out = lif_scan(
+            x,
+            tau=tau,
+            v_th=V_TH,
+            surrogate=surrogate.get(name),
+            detach_reset=detach_reset,
+            return_membrane=return_membrane,
+            **extra,
+        )
+        if return_membrane:
+            return jnp.sum(out[0] * w_o) + jnp.sum(out[1] * w_u)
+        return jnp.sum(out * w_o)
+
+    return jax.jit(jax.grad(loss, argnums))(jnp.asarray(x), tau)
+
+
+DEFAULT_IMPL = {}
+AUTODIFF = {"implementation": "autodiff"}
+IMPLS = [pytest.param(DEFAULT_IMPL, id="default"), pytest.param(AUTODIFF, id="autodiff")]
+# Every surrogate with the membrane term in the loss; the spikes-only loss and the
+# plain-autodiff path (lif_scan(..., implementation="autodiff")) with two surrogates.
+GRAD_CASES = (
+    [pytest.param(name, True, DEFAULT_IMPL, id=f"{name}-membrane") for name in surrogate.NAMES]
+    + [
+        pytest.param(name, False, DEFAULT_IMPL, id=f"{name}-spikes")
+        for name in ("rectangular", "atan")
+    ]
+    + [
+        pytest.param("rectangular", True, AUTODIFF, id="rectangular-membrane-autodiff"),
+        pytest.param("atan", False, AUTODIFF, id="atan-spikes-autodiff"),
+    ]
+)
+
+
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
+@pytest.mark.parametrize(("name", "return_membrane", "extra"), GRAD_CASES)
+def test_stbp_gradient_equals_numpy_recursion(name, return_membrane, extra, detach_reset):
+    shape = (T, B, N)
+    x = inputs(shape, seed=21, mean=0.5, std=0.5)
+    w_o, w_u = _loss_terms(shape)
+    o, u = np_lif(x, TAU, V_TH)
+    surr = functools.partial(np_surrogate, name)
+    g_u = w_u if return_membrane else np.zeros(shape)
+    ref, _ = np_stbp(u, o, w_o, g_u, TAU, V_TH, surr, detach_reset)
+    # the test can tell the reset term apart: the two recursions differ here
+    other, _ = np_stbp(u, o, w_o, g_u, TAU, V_TH, surr, not detach_reset)
+    assert np.abs(ref - other).max() > 1e-2
+    if name == "rectangular":  # many membranes inside the window |u - v_th| < 1/2
+        assert (np.abs(u - V_TH) < 0.5).mean() > 0.4
+
+    grad = _jax_grads(
+        x,
+        TAU,
+        w_o,
+        w_u,
+        name=name,
+        detach_reset=detach_reset,
+        return_membrane=return_membrane,
+        extra=extra,
+    )
+    chex.assert_shape(grad, shape)
+    np.testing.assert_allclose(np.asarray(grad), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra", IMPLS)
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
+def test_stbp_gradient_integrate_and_fire(detach_reset, extra):
+    """tau = 1: no leak, the gradient is carried undamped between spikes."""
+    shape = (7, 2, 3)
+    x = inputs(shape, seed=22, mean=0.2, std=0.4)
+    w_o, w_u = _loss_terms(shape, seed=1)
+    o, u = np_lif(x, 1.0, V_TH)
+    surr = functools.partial(np_surrogate, "rectangular")
+    ref, _ = np_stbp(u, o, w_o, np.zeros(shape), 1.0, V_TH, surr, detach_reset)
+    grad = _jax_grads(
+        x,
+        1.0,
+        w_o,
+        w_u,
+        name="rectangular",
+        detach_reset=detach_reset,
+        return_membrane=False,
+        extra=extra,
+    )
+    np.testing.assert_allclose(np.asarray(grad), ref, rtol=1e-5, atol=1e-6)
+
+
+SCALAR_TAU = np.float32(0.6)
+NEURON_TAU = np.linspace(0.2, 0.9, N).astype(np.float32)
+ROW_TAU = np.full((1, N), 0.45, np.float32)
+TAU_CASES = [
+    pytest.param(SCALAR_TAU, DEFAULT_IMPL, id="scalar-default"),
+    pytest.param(NEURON_TAU, DEFAULT_IMPL, id="per_neuron-default"),
+    pytest.param(ROW_TAU, AUTODIFF, id="row-autodiff"),
+]
+
+
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
+@pytest.mark.parametrize(("tau", "extra"), TAU_CASES)
+def test_stbp_gradient_learnable_tau(tau, extra, detach_reset):
+    shape = (T, B, N)
+    x = inputs(shape, seed=23, mean=0.5, std=0.5)
+    w_o, w_u = _loss_terms(shape, seed=2)
+    o, u = np_lif(x, tau, V_TH)
+    surr = functools.partial(np_surrogate, "rectangular")
+    ref_x, ref_tau_full = np_stbp(u, o, w_o, w_u, tau, V_TH, surr, detach_reset)
+    ref_tau = reduce_to(ref_tau_full, np.shape(tau))
+    assert np.abs(ref_tau).min() > 1e-3  # a real gradient to compare
+
+    gx, gtau = _jax_grads(
+        x,
+        jnp.asarray(tau),
+        w_o,
+        w_u,
+        name="rectangular",
+        detach_reset=detach_reset,
+        return_membrane=True,
+        extra=extra,
+        argnums=(0, 1),
+    )
+    chex.assert_shape(gtau, np.shape(tau))
+    np.testing.assert_allclose(np.asarray(gx), ref_x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gtau), ref_tau, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", IMPLS)
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
+def test_stbp_gradient_through_init_state(detach_reset, extra):
+    """Gradients reach the initial state (u0, o0) and tau's first-step term from it."""
+    shape = (T, B, N)
+    x = inputs(shape, seed=25, mean=0.5, std=0.5)
+    w_o, w_u = _loss_terms(shape, seed=4)
+    rng = np.random.default_rng(26)
+    u0 = rng.normal(0.5, 0.5, shape[1:]).astype(np.float32)
+    o0 = (rng.uniform(size=shape[1:]) < 0.5).astype(np.float32)
+    o, u = np_lif(x, TAU, V_TH, u0=u0, o0=o0)
+    surr = functools.partial(np_surrogate, "rectangular")
+    ref_x, ref_tau, ref_u0, ref_o0 = np_stbp(
+        u, o, w_o, w_u, TAU, V_TH, surr, detach_reset, u0=u0, o0=o0, with_init=True
+    )
+    assert np.abs(ref_u0).max() > 1e-2
+
+    def loss(x, tau, u0, o0):
+        out, mem = lif_scan(
+            x,
+            tau=tau,
+            v_th=V_TH,
+            detach_reset=detach_reset,
+            init_state=LIFState(u0, o0),
+            return_membrane=True,
+            **extra,
+        )
+        return jnp.sum(out * w_o) + jnp.sum(mem * w_u)
+
+    args = (jnp.asarray(x), jnp.float32(TAU), jnp.asarray(u0), jnp.asarray(o0))
+    gx, gtau, gu0, go0 = jax.jit(jax.grad(loss, (0, 1, 2, 3)))(*args)
+    np.testing.assert_allclose(np.asarray(gx), ref_x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gtau), ref_tau.sum(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gu0), ref_u0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(go0), ref_o0, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
+def test_stbp_two_layers_spatial_and_temporal(detach_reset):
+    """x1 -> LIF -> o1 @ W -> LIF -> o2: the spatial sum dL/do1 = dL/dx2 @ W^T of section 3."""
+    t, b, n1, n2 = 5, 2, 4, 3
+    rng = np.random.default_rng(31)
+    x1 = rng.normal(0.5, 0.5, (t, b, n1)).astype(np.float32)
+    w = rng.normal(0.25, 0.4, (n1, n2)).astype(np.float32)
+    w_o = rng.normal(size=(t, b, n2)).astype(np.float32)
+    surr = functools.partial(np_surrogate, "rectangular")
+
+    o1, u1 = np_lif(x1, TAU, V_TH)
+    x2 = np.einsum("tbi,ij->tbj", o1, w).astype(np.float32)
+    o2, u2 = np_lif(x2, TAU, V_TH)
+    dx2, _ = np_stbp(u2, o2, w_o, np.zeros_like(w_o), TAU, V_TH, surr, detach_reset)
+    dw_ref = np.einsum("tbi,tbj->ij", o1.astype(np.float64), dx2)
+    g1 = np.einsum("tbj,ij->tbi", dx2, w.astype(np.float64))
+    dx1, _ = np_stbp(u1, o1, g1, np.zeros_like(g1), TAU, V_TH, surr, detach_reset)
+    assert np.abs(dx1).max() > 1e-2
+    assert np.abs(dw_ref).max() > 1e-2
+
+    def loss(x1, w):
+        kw = {"tau": TAU, "v_th": V_TH, "detach_reset": detach_reset}
+        s1 = lif_scan(x1, **kw)
+        s2 = lif_scan(jnp.einsum("tbi,ij->tbj", s1, w), **kw)
+        return jnp.sum(s2 * w_o)
+
+    gx1, gw = jax.jit(jax.grad(loss, (0, 1)))(jnp.asarray(x1), jnp.asarray(w))
+    np.testing.assert_array_equal(np.asarray(lif_scan(jnp.asarray(x2), tau=TAU, v_th=V_TH)), o2)
+    np.testing.assert_allclose(np.asarray(gx1), dx1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gw), dw_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_stbp_gradient_under_jit_and_vmap():
+    """jit(grad) and vmap over independent sequences give the recursion too."""
+    shape = (T, B, N)
+    x = inputs(shape, seed=24, mean=0.5, std=0.5)
+    w_o, _ = _loss_terms(shape, seed=3)
+    o, u = np_lif(x, TAU, V_TH)
+    ref, _ = np_stbp(
+        u, o, w_o, np.zeros(shape), TAU, V_TH, functools.partial(np_surrogate, "rectangular"), False
+    )
+
+    def loss(x, w):
+        return jnp.sum(lif_scan(x, tau=TAU, v_th=V_TH) * w)
+
+    g_jit = jax.jit(jax.grad(loss))(jnp.asarray(x), w_o)
+    np.testing.assert_allclose(np.asarray(g_jit), ref, rtol=1e-5, atol=1e-6)
+    # vmap over the batch axis: each [T, N] sequence as its own [T, 1, N] problem
+    per_seq = jax.vmap(
+        lambda xb, wb: jax.grad(loss)(xb[:, None], wb[:, None])[:, 0], in_axes=(1, 1), out_axes=1
+    )(jnp.asarray(x), jnp.asarray(w_o))
+    np.testing.assert_allclose(np.asarray(per_seq), ref, rtol=1e-5, atol=1e-6)
