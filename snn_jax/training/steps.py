@@ -69,7 +69,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
         return jnp.mean(cross_entropy(logits, batch["label"])), (logits, updates)
 
     (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
     updated = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
@@ -85,7 +85,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
         "loss": loss,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "grad_norm": grad_norm,
-        "param_norm": optax.global_norm(new_state.params),
+        "param_norm": optax.tree.norm(new_state.params),
         "skipped": (~finite).astype(jnp.float32),
         "nonfinite_streak": new_state.nonfinite_streak,
         **firing_rates(updates.get("intermediates", {})),

@@ -1,0 +1,286 @@
+"""DVS event streams with synthetic recordings in tonic's own formats (no download, no tonic).
+
+A fake ``tonic`` module stands in for the real one; the files tonic checks for
+are laid out empty, so the real availability check and cache path run.
+"""
+
+import os
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+
+from snn_jax.data import DatasetNotFoundError, create_pipeline, events_to_frames
+from snn_jax.data.events import EVENT_DATASETS, cache_paths, cifar10_dvs_split
+
+# tonic 1.7's dtypes (checked against tonic below when it is installed).
+GESTURE_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("p", bool), ("t", np.int64)])
+CIFAR_DVS_DTYPE = np.dtype([("t", np.uint64), ("x", np.uint16), ("y", np.uint16), ("p", bool)])
+T = 5  # frames; batches use B = 4 so that T != B
+
+
+def synthetic_events(seed, dtype, n=None):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 300)) if n is None else n
+    ev = np.zeros(n, dtype)
+    ev["x"] = rng.integers(0, 128, n)
+    ev["y"] = rng.integers(0, 128, n)
+    ev["p"] = rng.integers(0, 2, n).astype(bool)
+    ev["t"] = np.sort(rng.integers(1_000, 1_000_000, n))
+    return ev
+
+
+class FakeDataset:
+    """Mimics a tonic dataset: ``data`` (paths), ``targets`` and ``ds[i] -> (events, target)``."""
+
+    calls = 0
+
+    def __getitem__(self, i):
+        type(self).calls += 1
+        return synthetic_events(self.seeds[i], self.dtype), self.targets[i]
+
+    def __len__(self):
+        return len(self.targets)
+
+
+class FakeDVSGesture(FakeDataset):
+    dtype = GESTURE_DTYPE
+    sensor_size = (128, 128, 2)
+
+    def __init__(self, save_to, train=True):
+        n = 24 if train else 11
+        self.targets = [i % 11 for i in range(n)]
+        self.seeds = [i + (0 if train else 10_000) for i in range(n)]
+        self.data = [f"{save_to}/user{i}.npy" for i in range(n)]
+
+
+class FakeCIFAR10DVS(FakeDataset):
+    dtype = CIFAR_DVS_DTYPE
+    sensor_size = (128, 128, 2)
+
+    def __init__(self, save_to):
+        pairs = [(c, j) for c in range(10) for j in range(10)]
+        order = np.random.default_rng(0).permutation(len(pairs))  # os.walk order is arbitrary
+        pairs = [pairs[k] for k in order]
+        self.targets = [c for c, _ in pairs]
+        self.seeds = [100 * c + j for c, j in pairs]
+        self.data = [f"{save_to}/CIFAR10DVS/class{c}/cifar10_{j:04d}.aedat4" for c, j in pairs]
+
+
+@pytest.fixture
+def fake_tonic(monkeypatch):
+    module = types.ModuleType("tonic")
+    module.datasets = types.SimpleNamespace(DVSGesture=FakeDVSGesture, CIFAR10DVS=FakeCIFAR10DVS)
+    monkeypatch.setitem(sys.modules, "tonic", module)
+    FakeDataset.calls = 0
+    return module
+
+
+def lay_out_tonic_files(data_dir, name):
+    """The files tonic 1.7 checks before it would download (empty: we never read them)."""
+    spec = EVENT_DATASETS[name]
+    root = data_dir / spec.folder
+    for split in ("train", "test"):
+        folder = root / spec.subdirs[split] / "sub"
+        folder.mkdir(parents=True, exist_ok=True)
+        (root / spec.archives[split]).touch()
+        for i in range(spec.min_files):
+            (folder / f"{i}{spec.extension}").touch()
+    return str(data_dir)
+
+
+def make(name, data_dir, image_size=None, **kw):
+    return create_pipeline(
+        {"name": name, "data_dir": data_dir, "time_steps": T, "image_size": image_size, **kw},
+        global_batch_size=4,
+        eval_batch_size=4,
+        seed=0,
+    )
+
+
+def test_tonic_formats_match_ours():
+    tonic = pytest.importorskip("tonic")
+    assert tonic.datasets.DVSGesture.dtype == GESTURE_DTYPE
+    assert tonic.datasets.CIFAR10DVS.dtype == CIFAR_DVS_DTYPE
+    assert tonic.datasets.DVSGesture.sensor_size == (128, 128, 2)
+    assert tonic.datasets.CIFAR10DVS.sensor_size == (128, 128, 2)
+
+
+@pytest.mark.parametrize("dtype", [GESTURE_DTYPE, CIFAR_DVS_DTYPE])
+@pytest.mark.parametrize("image_size", [None, 48, 64])
+def test_binning_keeps_every_event(dtype, image_size):
+    ev = synthetic_events(3, dtype, n=500)
+    frames = events_to_frames(ev, time_steps=T, image_size=image_size)
+    side = 128 if image_size is None else image_size
+    assert frames.shape == (T, side, side, 2)
+    assert frames.sum() == len(ev)
+    assert frames[..., 1].sum() == ev["p"].sum()
+    # first event in the first frame, last in the last (ToFrame(n_time_bins) drops the tail)
+    first, last = ev[0], ev[-1]
+    s = side / 128
+    assert frames[0, int(first["y"] * s), int(first["x"] * s), int(first["p"])] >= 1
+    assert frames[-1, int(last["y"] * s), int(last["x"] * s), int(last["p"])] >= 1
+    per_frame = frames.sum(axis=(1, 2, 3))
+    t = ev["t"].astype(np.int64)
+    edges = t[0] + (t[-1] - t[0] + 1) * np.arange(T + 1) / T
+    np.testing.assert_array_equal(per_frame, np.histogram(t, edges)[0])
+
+
+def test_binning_rejects_coordinates_off_the_sensor():
+    ev = synthetic_events(0, GESTURE_DTYPE, n=10)
+    ev["x"][0] = 128
+    with pytest.raises(ValueError, match="sensor"):
+        events_to_frames(ev, time_steps=2)
+
+
+def test_gesture_frames_layout_counts_and_cache(tmp_path, fake_tonic):
+    data_dir = lay_out_tonic_files(tmp_path, "dvs_gesture")
+    p = make("dvs_gesture", data_dir)
+    assert (p.num_classes, p.example_shape, p.time_major) == (11, (T, 128, 128, 2), True)
+    assert (p.train_size, p.test_size) == (24, 11)
+    batch = p.train_batch(0)
+    assert batch["image"].shape == (T, 4, 128, 128, 2)
+    assert batch["image"].dtype == np.float32
+    assert batch["label"].dtype == np.int32
+    test = FakeDVSGesture(data_dir, train=False)
+    ev = list(p.eval_batches())
+    assert len(ev) == 3
+    assert ev[-1]["image"].shape == (T, 4, 128, 128, 2)
+    np.testing.assert_array_equal(ev[-1]["mask"], [True, True, True, False])
+    k = 0
+    for b in ev:
+        for j in np.flatnonzero(b["mask"]):
+            events, target = test[k]
+            assert b["image"][:, j].sum() == len(events)  # time-major: example j is [:, j]
+            np.testing.assert_array_equal(b["image"][:, j], events_to_frames(events, time_steps=T))
+            assert b["label"][j] == target
+            k += 1
+    assert k == 11
+
+    # The cache is there, complete and alone (no temporary files) ...
+    for split in ("train", "test"):
+        for path in cache_paths(
+            os.path.join(data_dir, "snn_jax_cache"), "dvs_gesture", split, T, 128
+        ):
+            assert os.path.isfile(path)
+    folder = os.path.dirname(path)
+    assert sorted(os.listdir(folder)) == sorted(
+        f"{s}_{kind}.npy" for s in ("train", "test") for kind in ("frames", "labels")
+    )
+    # ... and reused: no tonic, no raw files, no recording read.
+    calls = FakeDataset.calls
+    sys.modules["tonic"] = None
+    for f in os.listdir(os.path.join(data_dir, "DVSGesture")):
+        if f.endswith(".tar.gz"):
+            os.remove(os.path.join(data_dir, "DVSGesture", f))
+    q = make("dvs_gesture", data_dir)
+    assert FakeDataset.calls == calls
+    for a, b in zip(p.eval_batches(), q.eval_batches(), strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_downsampled_frames_keep_counts(tmp_path, fake_tonic):
+    data_dir = lay_out_tonic_files(tmp_path, "dvs_gesture")
+    p = make("dvs_gesture", data_dir, image_size=32)
+    assert p.example_shape == (T, 32, 32, 2)
+    batch = next(p.eval_batches())
+    assert batch["image"].shape == (T, 4, 32, 32, 2)
+    test = FakeDVSGesture(data_dir, train=False)
+    for j in range(4):
+        assert batch["image"][:, j].sum() == len(test[j][0])
+
+
+def test_cifar10_dvs_split_9_to_1_per_class(tmp_path, fake_tonic):
+    data_dir = lay_out_tonic_files(tmp_path, "cifar10_dvs")
+    p = make("cifar10_dvs", data_dir, image_size=16)
+    assert (p.num_classes, p.train_size, p.test_size) == (10, 90, 10)
+    fake = FakeCIFAR10DVS(data_dir)
+    split = cifar10_dvs_split(fake.data, fake.targets)
+    assert not set(split["train"]) & set(split["test"])
+    assert sorted([*split["train"], *split["test"]]) == list(range(100))
+    targets = np.asarray(fake.targets)
+    np.testing.assert_array_equal(np.bincount(targets[split["train"]]), [9] * 10)
+    np.testing.assert_array_equal(np.bincount(targets[split["test"]]), [1] * 10)
+    # fixed: by path, whatever the listing order; the last recording of each class is test
+    shuffled = np.random.default_rng(1).permutation(100)
+    again = cifar10_dvs_split([fake.data[i] for i in shuffled], targets[shuffled])
+    assert sorted(shuffled[again["test"]]) == sorted(split["test"])
+    assert all(fake.data[i].endswith("0009.aedat4") for i in split["test"])
+    labels = np.concatenate([b["label"][b["mask"]] for b in p.eval_batches()])
+    np.testing.assert_array_equal(labels, np.arange(10))
+
+
+def test_event_augmentation(tmp_path, fake_tonic):
+    data_dir = lay_out_tonic_files(tmp_path, "cifar10_dvs")
+    plain = make("cifar10_dvs", data_dir, image_size=32)
+    aug = make("cifar10_dvs", data_dir, image_size=32, augment=True)
+    a, b = plain.train_batch(1), aug.train_batch(1)
+    np.testing.assert_array_equal(a["label"], b["label"])
+    changed = [not np.array_equal(a["image"][:, j], b["image"][:, j]) for j in range(4)]
+    assert any(changed)
+    assert (b["image"].sum(axis=(0, 2, 3, 4)) <= a["image"].sum(axis=(0, 2, 3, 4))).all()
+    np.testing.assert_array_equal(aug.train_batch(1)["image"], b["image"])
+    resumed = next(make("cifar10_dvs", data_dir, image_size=32, augment=True).train_batches(1))
+    np.testing.assert_array_equal(resumed["image"], b["image"])
+    for x, y in zip(plain.eval_batches(), aug.eval_batches(), strict=True):
+        np.testing.assert_array_equal(x["image"], y["image"])
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [("dvs_gesture", "tonic.datasets.DVSGesture"), ("cifar10_dvs", "tonic.datasets.CIFAR10DVS")],
+)
+def test_missing_data_fails_fast_with_the_fix(tmp_path, name, call):
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError) as e:
+        make(name, str(tmp_path))
+    assert time.perf_counter() - start < 5
+    message = str(e.value)
+    for needle in (call, "snn-jax[dvs]", str(tmp_path)):
+        assert needle in message
+
+
+def test_missing_tonic_says_how_to_install(tmp_path, monkeypatch):
+    data_dir = lay_out_tonic_files(tmp_path, "dvs_gesture")
+    monkeypatch.setitem(sys.modules, "tonic", None)
+    with pytest.raises(ImportError, match=r"pip install 'snn-jax\[dvs\]'"):
+        make("dvs_gesture", data_dir)
+
+
+def test_event_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="time_steps"):
+        create_pipeline(
+            {"name": "dvs_gesture", "data_dir": str(tmp_path), "time_steps": None},
+            global_batch_size=4,
+        )
+    with pytest.raises(ValueError, match="cutout"):
+        create_pipeline({"name": "dvs_gesture", "time_steps": 4, "cutout": 8}, global_batch_size=4)
+
+
+def test_real_tonic_reads_a_synthetic_gesture_layout(tmp_path):
+    """The real tonic DVSGesture class on files in its own on-disk format (x, y, p, t[ms])."""
+    pytest.importorskip("tonic")
+    import numpy.lib.recfunctions  # noqa: F401  (tonic uses np.lib.recfunctions)
+
+    root = tmp_path / "DVSGesture"
+    counts = {}
+    for split, folder in (("train", "ibmGestureTrain"), ("test", "ibmGestureTest")):
+        root.mkdir(exist_ok=True)
+        (root / f"{folder}.tar.gz").touch()
+        for user in range(10):
+            d = root / folder / f"user{user:02d}_led"
+            d.mkdir(parents=True)
+            for label in range(11):
+                ev = synthetic_events(user * 11 + label, GESTURE_DTYPE, n=20 + label)
+                raw = np.stack([ev["x"], ev["y"], ev["p"], ev["t"] // 1000], axis=1)
+                np.save(d / f"{label}.npy", raw.astype(np.int64))
+                counts[(split, user, label)] = len(ev)
+    p = make("dvs_gesture", str(tmp_path), image_size=16)
+    assert (p.train_size, p.test_size) == (110, 110)
+    ev = list(p.eval_batches())
+    sums = np.concatenate([b["image"].sum(axis=(0, 2, 3, 4))[b["mask"]] for b in ev])
+    labels = np.concatenate([b["label"][b["mask"]] for b in ev])
+    assert sorted(sums.astype(int)) == sorted(v for k, v in counts.items() if k[0] == "test")
+    np.testing.assert_array_equal(sums, 20 + labels)  # n = 20 + label events per recording
