@@ -1,0 +1,334 @@
+r"""Benchmarks: the SNN train step against its ANN twin, the LIF scan against a bandwidth floor.
+
+    python -m experiments.benchmarks.run --out=benchmarks_out            # full (CPU: ~15 min)
+    python -m experiments.benchmarks.run --smoke --out=/tmp/bench     # 2-layer net, for tests
+
+Sections (``--sections``, comma separated):
+- ``step``: ResNet-19 train step (tdBN + LIF, T steps, batch B) against the same
+  architecture with ReLU + BN at batch B*T; one SGD-momentum step each, compile
+  time excluded (reported under ``compile``); ratio SNN / ANN (the limit is 1).
+- ``lif``: Dense(1024 -> 1024) + LIF over [64, 32, 1024], forward + backward of
+  ``sum(spikes)``, and the LIF scan alone on [T, B, N] against an elementwise
+  pass over the same array (a memory-bandwidth floor).
+- ``memory``: XLA's compiled temporary memory of the ResNet-19 train step against
+  T, for each memory option, and the ANN twin at batch B*T; with
+  ``--peak_rss`` also the peak resident memory of a fresh process per case.
+
+Times are medians over ``--repeats`` runs after a warm-up, with
+``block_until_ready``; the spread is (min, max). Writes ``results.json`` and
+``results.md`` under ``--out`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+import snn_jax
+from snn_jax import models
+from snn_jax.training import create_train_state, make_optimizer, sharding, train_step
+
+_OUT = flags.DEFINE_string("out", "benchmarks_out", "Output directory.")
+_SMOKE = flags.DEFINE_bool(
+    "smoke", False, "Tiny sizes and a 2-unit plain CNN: checks the script, measures nothing."
+)
+_SECTIONS = flags.DEFINE_list("sections", ["step", "lif", "memory"], "Which benchmarks.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per case (after one warm-up).")
+_BATCH = flags.DEFINE_integer("batch", 8, "SNN batch size B (the ANN twin gets B*T).")
+_STEP_T = flags.DEFINE_list("time_steps", ["2", "4", "6"], "T for the step benchmark.")
+_MEMORY_T = flags.DEFINE_list("memory_time_steps", ["2", "4", "8", "16"], "T for memory.")
+_MEMORY_OPTIONS = flags.DEFINE_list(
+    "memory_options", ["none", "remat"], "Memory options of the SNN (see models.MEMORY_OPTIONS)."
+)
+_PEAK_RSS = flags.DEFINE_bool("peak_rss", False, "Also measure peak RSS (one process per case).")
+_CASE = flags.DEFINE_string("case", None, "Internal: run one memory case, print JSON.")
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "devices": jax.device_count(),
+        "python": platform.python_version(),
+    }
+
+
+def timed(fn, *args, repeats: int) -> dict:
+    """Median and spread of ``fn(*args)`` wall time after one warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return {"median_s": float(np.median(times)), "min_s": min(times), "max_s": max(times)}
+
+
+def network(smoke: bool) -> tuple[str, dict, int]:
+    """``(model name, model fields, image side)`` of the benchmarked network."""
+    if smoke:
+        return "plain", {"depth": 2, "width": 4}, 8
+    return "resnet19", {}, 32
+
+
+def step_case(time_steps: int, batch: int, *, ann: bool, memory: str = "none", smoke: bool):
+    """A jitted donated SGD step, its state and a batch: the SNN (T, B) or the ANN twin (B*T)."""
+    name, fields, size = network(smoke)
+    kwargs = dict(num_classes=10, dtype=jnp.float32, **fields)
+    if ann:
+        model = models.get_model(name, neuron="relu", norm="bn", time_steps=1, **kwargs)
+        b = batch * time_steps
+    else:
+        model = models.get_model(
+            name, time_steps=time_steps, memory=memory, unroll=time_steps, **kwargs
+        )
+        b = batch
+    tx = make_optimizer({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9}, 100)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    example = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    state = create_train_state(jax.random.PRNGKey(0), model, tx, example, mesh)
+    rng = np.random.default_rng(0)
+    batch_np = {
+        "image": rng.normal(size=(b, size, size, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, b).astype(np.int32),
+    }
+    return jax.jit(train_step, donate_argnums=0), state, sharding.put_batch(batch_np, mesh)
+
+
+def compile_stats(step, state, batch) -> dict:
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    seconds = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    return {"compile_s": seconds, "temp_bytes": int(mem.temp_size_in_bytes)}
+
+
+def run_step_case(time_steps, batch, *, ann, repeats, smoke, memory="none") -> dict:
+    step, state, data = step_case(time_steps, batch, ann=ann, memory=memory, smoke=smoke)
+    stats = compile_stats(step, state, data)
+    holder = {"state": state}
+
+    def one():
+        holder["state"], metrics = step(holder["state"], data)
+        return metrics["loss"]
+
+    return {**stats, **timed(one, repeats=repeats)}
+
+
+def bench_step(ts, batch, repeats, smoke) -> list[dict]:
+    rows = []
+    for t in ts:
+        snn = run_step_case(t, batch, ann=False, repeats=repeats, smoke=smoke)
+        ann = run_step_case(t, batch, ann=True, repeats=repeats, smoke=smoke)
+        rows.append(
+            {
+                "T": t,
+                "B": batch,
+                "snn_step_s": snn["median_s"],
+                "snn_spread_s": [snn["min_s"], snn["max_s"]],
+                "ann_step_s": ann["median_s"],
+                "ann_spread_s": [ann["min_s"], ann["max_s"]],
+                "ratio_snn_over_ann": snn["median_s"] / ann["median_s"],
+                "snn_compile_s": snn["compile_s"],
+                "ann_compile_s": ann["compile_s"],
+            }
+        )
+    return rows
+
+
+def bench_lif(repeats, smoke) -> dict:
+    t, b, n = (8, 4, 64) if smoke else (64, 32, 1024)
+    x = jax.random.normal(jax.random.key(0), (t, b, n))
+    dense = snn_jax.nn.TimeFolded(nn.Dense(n))
+    params = dense.init(jax.random.key(1), x)
+
+    out = {"dense_lif_shape": [t, b, n]}
+    for impl in ("custom_vjp", "autodiff"):
+
+        def loss(params, x, impl=impl):
+            return jnp.sum(snn_jax.lif_scan(dense.apply(params, x), implementation=impl))
+
+        fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        out[f"dense_lif_{impl}_s"] = timed(fn, params, x, repeats=repeats)["median_s"]
+
+    scans = []
+    sizes = [(8, 4, 256)] if smoke else [(64, 32, 1024), (64, 32, 4096), (16, 64, 16384)]
+    floor_fn = jax.jit(lambda x: x * 2.0 + 1.0)
+    for shape in sizes:
+        x = jax.random.normal(jax.random.key(2), shape) + 0.3
+        row = {"shape": list(shape)}
+        row["floor_s"] = timed(floor_fn, x, repeats=repeats)["median_s"]
+        for impl in ("custom_vjp", "autodiff"):
+            for unroll in (1, 8):
+                fn = jax.jit(
+                    jax.grad(
+                        lambda x, impl=impl, unroll=unroll: jnp.sum(
+                            snn_jax.lif_scan(x, implementation=impl, unroll=unroll)
+                        )
+                    )
+                )
+                key = f"{impl}_unroll{unroll}"
+                row[f"{key}_s"] = timed(fn, x, repeats=repeats)["median_s"]
+                row[f"{key}_over_floor"] = row[f"{key}_s"] / row["floor_s"]
+        scans.append(row)
+    out["scan"] = scans
+    return out
+
+
+def memory_case(kind: str, time_steps: int, batch: int, smoke: bool) -> dict:
+    ann = kind == "ann"
+    memory = "none" if ann else kind.removeprefix("snn_")
+    step, state, data = step_case(time_steps, batch, ann=ann, memory=memory, smoke=smoke)
+    stats = compile_stats(step, state, data)
+    jax.block_until_ready(step(state, data))
+    stats["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return stats
+
+
+def bench_memory(ts, batch, options, repeats, smoke, peak_rss) -> list[dict]:
+    rows = []
+    for t in ts:
+        for kind in ["ann"] + [f"snn_{o}" for o in options]:
+            if peak_rss:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "experiments.benchmarks.run",
+                    f"--case={kind}:{t}:{batch}",
+                    f"--smoke={smoke}",
+                ]
+                res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                stats = json.loads(res.stdout.strip().splitlines()[-1])
+            else:
+                ann = kind == "ann"
+                memory = "none" if ann else kind.removeprefix("snn_")
+                case = run_step_case(t, batch, ann=ann, repeats=repeats, smoke=smoke, memory=memory)
+                stats = {"step_s": case.pop("median_s"), **case}
+            rows.append({"T": t, "B": batch, "case": kind, **stats})
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = ["## Machine", "", "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in results["machine"].items()]
+    if "step" in results:
+        lines += [
+            "",
+            f"## {results['network']} train step: SNN (T, B) vs ANN twin (B*T)",
+            "",
+            "| T | B | SNN s (min-max) | ANN s (min-max) | SNN/ANN | compile SNN s | "
+            "compile ANN s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in results["step"]:
+            lines.append(
+                f"| {r['T']} | {r['B']} | {r['snn_step_s']:.3f} ({r['snn_spread_s'][0]:.3f}-"
+                f"{r['snn_spread_s'][1]:.3f}) | {r['ann_step_s']:.3f} ({r['ann_spread_s'][0]:.3f}"
+                f"-{r['ann_spread_s'][1]:.3f}) | **{r['ratio_snn_over_ann']:.3f}** | "
+                f"{r['snn_compile_s']:.1f} | {r['ann_compile_s']:.1f} |"
+            )
+    if "lif" in results:
+        lif = results["lif"]
+        n = lif["dense_lif_shape"][-1]
+        lines += [
+            "",
+            "## LIF",
+            "",
+            f"Dense({n}->{n})+LIF {lif['dense_lif_shape']} fwd+bwd: custom_vjp "
+            f"{lif['dense_lif_custom_vjp_s'] * 1e3:.1f} ms, autodiff "
+            f"{lif['dense_lif_autodiff_s'] * 1e3:.1f} ms",
+            "",
+            "| shape | floor ms | custom_vjp u1 (x floor) | custom_vjp u8 | autodiff u1 | "
+            "autodiff u8 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in lif["scan"]:
+            cells = [
+                f"{r[f'{k}_s'] * 1e3:.1f} ({r[f'{k}_over_floor']:.1f}x)"
+                for k in (
+                    "custom_vjp_unroll1",
+                    "custom_vjp_unroll8",
+                    "autodiff_unroll1",
+                    "autodiff_unroll8",
+                )
+            ]
+            lines.append(f"| {r['shape']} | {r['floor_s'] * 1e3:.2f} | " + " | ".join(cells) + " |")
+    if "memory" in results:
+        lines += [
+            "",
+            f"## Memory of the {results['network']} train step",
+            "",
+            "| T | case | temp MB | x ANN | x snn_none | step s | time x snn_none | "
+            "peak RSS MB | compile s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        rows = results["memory"]
+        ann = {r["T"]: r["temp_bytes"] for r in rows if r["case"] == "ann"}
+        plain = {r["T"]: r for r in rows if r["case"] == "snn_none"}
+        for r in rows:
+            rss, step, base = r.get("peak_rss_bytes"), r.get("step_s"), plain.get(r["T"])
+            mem_x = f"{r['temp_bytes'] / base['temp_bytes']:.2f}" if base else ""
+            time_x = f"{step / base['step_s']:.2f}" if base and step else ""
+            lines.append(
+                f"| {r['T']} | {r['case']} | {r['temp_bytes'] / 2**20:.0f} | "
+                f"{r['temp_bytes'] / ann[r['T']]:.2f} | {mem_x} | "
+                f"{'' if step is None else f'{step:.3f}'} | {time_x} | "
+                f"{'' if rss is None else f'{rss / 2**20:.0f}'} | {r['compile_s']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    smoke = _SMOKE.value
+    if _CASE.value:
+        kind, t, b = _CASE.value.split(":")
+        print(json.dumps(memory_case(kind, int(t), int(b), smoke)))
+        return
+    repeats = 2 if smoke else _REPEATS.value
+    results = {"machine": machine(), "smoke": smoke, "network": network(smoke)[0]}
+    sections = set(_SECTIONS.value)
+    unknown = sections - {"step", "lif", "memory"}
+    if unknown:
+        raise app.UsageError(f"unknown sections {sorted(unknown)}; use step, lif, memory")
+    batch = 2 if smoke else _BATCH.value
+    if "step" in sections:
+        ts = [2] if smoke else [int(t) for t in _STEP_T.value]
+        results["step"] = bench_step(ts, batch, repeats, smoke)
+    if "lif" in sections:
+        results["lif"] = bench_lif(repeats, smoke)
+    if "memory" in sections:
+        ts = [2] if smoke else [int(t) for t in _MEMORY_T.value]
+        results["memory"] = bench_memory(
+            ts, batch, _MEMORY_OPTIONS.value, repeats, smoke, _PEAK_RSS.value
+        )
+    os.makedirs(_OUT.value, exist_ok=True)
+    with open(os.path.join(_OUT.value, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table = markdown(results)
+    with open(os.path.join(_OUT.value, "results.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)

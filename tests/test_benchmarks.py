@@ -1,0 +1,48 @@
+"""experiments/benchmarks/run.py --smoke: every section runs and writes JSON and markdown."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_smoke_run_writes_every_section(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.benchmarks.run", "--smoke", f"--out={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as users run it
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "results.json") as f:
+        results = json.load(f)
+    assert results["smoke"] is True
+    assert results["machine"]["devices"] == 1
+    assert {"cpu", "cores", "jax", "backend", "device_kind"} <= set(results["machine"])
+
+    (step,) = results["step"]
+    assert step["T"] == 2
+    for key in ("snn_step_s", "ann_step_s", "snn_compile_s", "ann_compile_s"):
+        assert step[key] > 0, key
+    assert step["ratio_snn_over_ann"] == step["snn_step_s"] / step["ann_step_s"]
+    for case in ("snn", "ann"):
+        low, high = step[f"{case}_spread_s"]
+        assert low <= step[f"{case}_step_s"] <= high
+
+    lif = results["lif"]
+    assert lif["dense_lif_custom_vjp_s"] > 0
+    assert lif["dense_lif_autodiff_s"] > 0
+    for row in lif["scan"]:
+        for impl in ("custom_vjp", "autodiff"):
+            for unroll in (1, 8):
+                key = f"{impl}_unroll{unroll}"
+                assert row[f"{key}_over_floor"] == row[f"{key}_s"] / row["floor_s"]
+
+    cases = {r["case"] for r in results["memory"]}
+    assert cases == {"ann", "snn_none", "snn_remat"}
+    assert all(r["temp_bytes"] > 0 and r["step_s"] > 0 for r in results["memory"])
+
+    with open(tmp_path / "results.md") as f:
+        table = f.read()
+    assert table in proc.stdout
+    assert "train step: SNN (T, B) vs ANN twin (B*T)" in table
+    assert "| 2 | snn_remat |" in table
