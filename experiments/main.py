@@ -4,7 +4,9 @@ r"""Train and evaluate a spiking network from a config.
         [--config.key=value ...] [--workdir=workdirs/<config name>]
 
 Without flags it trains the default job (a tdBN SNN on the bundled digits
-data, offline). Rerunning with the same ``--workdir`` resumes.
+data, offline). Rerunning with the same ``--workdir`` resumes. Only warnings
+are logged unless ``--verbosity`` is given (``--verbosity=0``: the config and
+every checkpoint save).
 """
 
 import json
@@ -29,9 +31,12 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
+        logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
     logging.info("config:\n%s", config)
+    print(f"training {config.name} in {os.path.abspath(workdir)} (--verbosity=0 for the full log)")
     summary = train_and_evaluate(config, workdir)
     print(json.dumps(summary, indent=2, sort_keys=True))
     print(f"summary written to {os.path.join(os.path.abspath(workdir), 'summary.json')}")
