@@ -1,94 +1,36 @@
 """DVS event streams with synthetic recordings in tonic's own formats (no download, no tonic).
 
-A fake ``tonic`` module stands in for the real one; the files tonic checks for
-are laid out empty, so the real availability check and cache path run.
+A fake ``tonic`` module stands in for the real one (``tests/data/fakes.py``);
+the files tonic checks for are laid out empty, so the real availability check
+and cache path run.
 """
 
 import os
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
 
 from snn_jax.data import DatasetNotFoundError, create_pipeline, events_to_frames
-from snn_jax.data.events import EVENT_DATASETS, cache_paths, cifar10_dvs_split
+from snn_jax.data.events import cache_paths, cifar10_dvs_split
+from tests.data.fakes import (
+    CIFAR_DVS_DTYPE,
+    GESTURE_DTYPE,
+    FakeCIFAR10DVS,
+    FakeDataset,
+    FakeDVSGesture,
+    install_fake_tonic,
+    lay_out_tonic_files,
+    synthetic_events,
+)
 
-# tonic 1.7's dtypes (checked against tonic below when it is installed).
-GESTURE_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("p", bool), ("t", np.int64)])
-CIFAR_DVS_DTYPE = np.dtype([("t", np.uint64), ("x", np.uint16), ("y", np.uint16), ("p", bool)])
 T = 5  # frames; batches use B = 4 so that T != B
-
-
-def synthetic_events(seed, dtype, n=None):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(50, 300)) if n is None else n
-    ev = np.zeros(n, dtype)
-    ev["x"] = rng.integers(0, 128, n)
-    ev["y"] = rng.integers(0, 128, n)
-    ev["p"] = rng.integers(0, 2, n).astype(bool)
-    ev["t"] = np.sort(rng.integers(1_000, 1_000_000, n))
-    return ev
-
-
-class FakeDataset:
-    """Mimics a tonic dataset: ``data`` (paths), ``targets`` and ``ds[i] -> (events, target)``."""
-
-    calls = 0
-
-    def __getitem__(self, i):
-        type(self).calls += 1
-        return synthetic_events(self.seeds[i], self.dtype), self.targets[i]
-
-    def __len__(self):
-        return len(self.targets)
-
-
-class FakeDVSGesture(FakeDataset):
-    dtype = GESTURE_DTYPE
-    sensor_size = (128, 128, 2)
-
-    def __init__(self, save_to, train=True):
-        n = 24 if train else 11
-        self.targets = [i % 11 for i in range(n)]
-        self.seeds = [i + (0 if train else 10_000) for i in range(n)]
-        self.data = [f"{save_to}/user{i}.npy" for i in range(n)]
-
-
-class FakeCIFAR10DVS(FakeDataset):
-    dtype = CIFAR_DVS_DTYPE
-    sensor_size = (128, 128, 2)
-
-    def __init__(self, save_to):
-        pairs = [(c, j) for c in range(10) for j in range(10)]
-        order = np.random.default_rng(0).permutation(len(pairs))  # os.walk order is arbitrary
-        pairs = [pairs[k] for k in order]
-        self.targets = [c for c, _ in pairs]
-        self.seeds = [100 * c + j for c, j in pairs]
-        self.data = [f"{save_to}/CIFAR10DVS/class{c}/cifar10_{j:04d}.aedat4" for c, j in pairs]
 
 
 @pytest.fixture
 def fake_tonic(monkeypatch):
-    module = types.ModuleType("tonic")
-    module.datasets = types.SimpleNamespace(DVSGesture=FakeDVSGesture, CIFAR10DVS=FakeCIFAR10DVS)
-    monkeypatch.setitem(sys.modules, "tonic", module)
-    FakeDataset.calls = 0
-    return module
-
-
-def lay_out_tonic_files(data_dir, name):
-    """The files tonic 1.7 checks before it would download (empty: we never read them)."""
-    spec = EVENT_DATASETS[name]
-    root = data_dir / spec.folder
-    for split in ("train", "test"):
-        folder = root / spec.subdirs[split] / "sub"
-        folder.mkdir(parents=True, exist_ok=True)
-        (root / spec.archives[split]).touch()
-        for i in range(spec.min_files):
-            (folder / f"{i}{spec.extension}").touch()
-    return str(data_dir)
+    return install_fake_tonic(monkeypatch)
 
 
 def make(name, data_dir, image_size=None, **kw):

@@ -15,17 +15,9 @@ pytest.importorskip("PIL")
 
 from snn_jax.data import DatasetNotFoundError, create_pipeline, epoch_permutation  # noqa: E402
 from snn_jax.data.tfds_images import TFDS_DATASETS  # noqa: E402
+from tests.data.fakes import fake_prepared  # noqa: E402
 
 NUM_EXAMPLES = 24
-
-
-def fake_prepared(data_dir, name, file_format="array_record"):
-    version = str(tfds.builder_cls(name).VERSION)
-    folder = data_dir / name / version
-    folder.mkdir(parents=True)
-    for split in ("train", TFDS_DATASETS[name].test_split):
-        (folder / f"{name}-{split}.{file_format}-00000-of-00001").touch()
-    return str(data_dir)
 
 
 def raw_records(name, split, n):
