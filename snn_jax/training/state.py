@@ -70,6 +70,10 @@ def create_train_state(
             skipped_steps=jnp.zeros((), jnp.int32),
         )
 
-    abstract = jax.eval_shape(init, rng)
-    shardings = jax.tree.map(lambda _: replicated(mesh), abstract)
-    return jax.jit(init, out_shardings=shardings)(rng)
+    # The state is replicated, so the partitionable threefry (the default) buys nothing
+    # here, and its init compiles several times slower on CPU (a width-4 ResNet-19:
+    # 31 s against 7 s). The keys drawn are fixed by ``rng`` either way.
+    with jax.threefry_partitionable(False):
+        abstract = jax.eval_shape(init, rng)
+        shardings = jax.tree.map(lambda _: replicated(mesh), abstract)
+        return jax.jit(init, out_shardings=shardings)(rng)
