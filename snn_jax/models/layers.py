@@ -15,6 +15,9 @@ Every model of :mod:`snn_jax.models` is built from three kinds of layer:
 
 - a neuron, one of :data:`NEURONS`: ``"lif"`` (:class:`snn_jax.nn.LIF`, scanned
   over ``T``; it sows its firing rate into ``intermediates``) or ``"relu"``.
+  The LIF's reset (``"zero"`` or ``"subtract"``), per-channel thresholds and
+  gradient (``"stbp"`` or spike-based BP's ``"aggregate"``) are settings too;
+  ANN-to-SNN conversion (``snn_jax.conversion``) uses the last three.
 
 ``neuron="relu"``, ``norm="bn"``, ``time_steps=1`` is the ANN twin of a model:
 the same layers and parameters, no time loop.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +36,9 @@ import jax
 import jax.numpy as jnp
 
 from snn_jax import surrogate as surrogate_lib
+from snn_jax.functional.lif import RESETS
 from snn_jax.nn import LIF, TdBatchNorm, direct_encode, fold_time, unfold_time
+from snn_jax.nn.neurons import GRADIENTS
 
 __all__ = [
     "MEMORY_OPTIONS",
@@ -53,8 +59,20 @@ NEURONS: tuple[str, ...] = ("lif", "relu")
 # "remat": recompute each block/unit in the backward pass instead of storing its activations.
 MEMORY_OPTIONS: tuple[str, ...] = ("none", "remat")
 
-# Kaiming normal, fan_out (as torchvision's ResNets): suited to convs followed by a norm.
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+def conv_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    """Kaiming normal, fan_out (as torchvision's ResNets): suited to convs followed by a norm.
+
+    The same values as ``nn.initializers.variance_scaling(2.0, "fan_out",
+    "normal")`` (with either ``jax.threefry_partitionable`` setting), drawn as
+    a flat vector and reshaped: with JAX 0.10's default (partitionable)
+    threefry, XLA:CPU took 10 to 15 s to compile a 4-D ``jax.random.normal``
+    (a 3x3x4x8 kernel), about 1 s for the flat one.
+    """
+    fan_out = shape[-1] * math.prod(shape[:-2])
+    std = jnp.sqrt(jnp.array(2.0 / fan_out, dtype))
+    return (jax.random.normal(key, (math.prod(shape),), dtype) * std).reshape(shape)
+
 
 Array = jax.Array
 
@@ -125,8 +143,9 @@ class LayerFactory:
     Attributes:
       norm: one of :data:`NORMS`.
       neuron: one of :data:`NEURONS`.
-      tau, v_th, surrogate, surrogate_param, detach_reset, unroll: LIF settings
-        (``surrogate_param`` ``None``: the surrogate's default width/alpha/slope).
+      tau, v_th, surrogate, surrogate_param, detach_reset, unroll, reset,
+        channel_threshold, gradient: LIF settings (``surrogate_param`` ``None``:
+        the surrogate's default width/alpha/slope; see :class:`snn_jax.nn.LIF`).
       dtype: compute dtype of conv and dense layers. Norm outputs and membrane
         potentials stay float32.
     """
@@ -140,11 +159,16 @@ class LayerFactory:
     detach_reset: bool = False
     unroll: int = 1
     dtype: Any = jnp.float32
+    reset: str = "zero"
+    channel_threshold: bool = False
+    gradient: str = "stbp"
 
     def __post_init__(self):
         check_choice("norm", self.norm, NORMS)
         check_choice("neuron", self.neuron, NEURONS)
         check_choice("surrogate", self.surrogate, surrogate_lib.NAMES)
+        check_choice("reset", self.reset, RESETS)
+        check_choice("gradient", self.gradient, GRADIENTS)
 
     def conv(self, features: int, kernel_size: int, strides: int = 1, *, name: str) -> nn.Conv:
         """A square conv with symmetric padding ``(k - 1) // 2`` (as torchvision)."""
@@ -181,6 +205,9 @@ class LayerFactory:
             surrogate=_spike_function(self.surrogate, self.surrogate_param),
             detach_reset=self.detach_reset,
             unroll=self.unroll,
+            reset=self.reset,
+            channel_threshold=self.channel_threshold,
+            gradient=self.gradient,
             name=name,
         )
         return lif(x.astype(jnp.float32))
@@ -235,6 +262,10 @@ class SpikingModel(nn.Module):
       unroll: ``lax.scan`` unroll factor of the LIF layers.
       memory: ``"none"`` or ``"remat"`` (recompute blocks in the backward pass).
       dtype: compute dtype of convs and dense layers.
+      reset: LIF reset, ``"zero"`` (hard, default) or ``"subtract"``.
+      channel_threshold: per-channel LIF thresholds, parameters ``v_th`` ``[C]``
+        initialised to ``v_th`` (set by ANN-to-SNN conversion).
+      gradient: ``"stbp"`` (default) or ``"aggregate"`` (spike-based BP, Lee et al. 2020).
     """
 
     num_classes: int = 10
@@ -250,6 +281,9 @@ class SpikingModel(nn.Module):
     unroll: int = 1
     memory: str = "none"
     dtype: Any = jnp.float32
+    reset: str = "zero"
+    channel_threshold: bool = False
+    gradient: str = "stbp"
 
     def __post_init__(self):
         check_choice("memory option", self.memory, MEMORY_OPTIONS)
@@ -267,6 +301,9 @@ class SpikingModel(nn.Module):
             detach_reset=self.detach_reset,
             unroll=self.unroll,
             dtype=self.dtype,
+            reset=self.reset,
+            channel_threshold=self.channel_threshold,
+            gradient=self.gradient,
         )
 
     def maybe_remat(self, cls: type[nn.Module]) -> type[nn.Module]:

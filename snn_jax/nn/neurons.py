@@ -12,7 +12,9 @@ import jax.numpy as jnp
 from snn_jax.functional import lif as lif_lib
 from snn_jax.functional import surrogate as surrogate_lib
 
-__all__ = ["IF", "LIF"]
+__all__ = ["GRADIENTS", "IF", "LIF"]
+
+GRADIENTS: tuple[str, ...] = ("stbp", "aggregate")
 
 
 class LIF(nn.Module):
@@ -25,11 +27,20 @@ class LIF(nn.Module):
     Attributes:
       tau: leak in (0, 1] (1 is integrate-and-fire). With ``learn_tau`` it is the
         initial value of a learned leak ``tau = sigmoid(tau_logit)`` (< 1).
-      v_th: firing threshold (> 0).
+      v_th: firing threshold (> 0); with ``channel_threshold`` the initial value
+        of the per-channel thresholds.
       surrogate: spike function; ``None`` means ``surrogate.rectangular(1.0)``.
       detach_reset: stop the gradient through the reset ``(1 - o)``.
       learn_tau: learn one leak per layer (parametric LIF).
       unroll: ``lax.scan`` unroll factor.
+      reset: ``"zero"`` (hard reset, default) or ``"subtract"``:
+        ``u[t] = tau * (u[t-1] - v_th * o[t-1]) + x[t]`` (ANN-to-SNN conversion).
+      channel_threshold: one threshold per channel (the last axis), a parameter
+        ``v_th`` of shape ``[C]`` initialised to ``v_th``. ANN-to-SNN conversion
+        sets it (``snn_jax.conversion``); training updates it like any parameter.
+      gradient: ``"stbp"`` (default): autodiff through the scan with the
+        surrogate; ``"aggregate"``: spike-based BP (Lee et al. 2020), see
+        :func:`snn_jax.functional.aggregate_gradient`.
 
     The layer sows its mean firing rate as ``intermediates/firing_rate``.
 
@@ -45,10 +56,15 @@ class LIF(nn.Module):
     detach_reset: bool = False
     learn_tau: bool = False
     unroll: int = 1
+    reset: str = "zero"
+    channel_threshold: bool = False
+    gradient: str = "stbp"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        lif_lib.check_lif_params(self.tau, self.v_th)
+        lif_lib.check_lif_params(self.tau, self.v_th, self.reset)
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"unknown gradient {self.gradient!r}; expected one of {GRADIENTS}")
         if x.ndim < 2:
             raise ValueError(
                 f"LIF expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
@@ -60,14 +76,21 @@ class LIF(nn.Module):
             logit = math.log(self.tau / (1 - self.tau))
             tau_logit = self.param("tau_logit", nn.initializers.constant(logit), (), jnp.float32)
             tau = jax.nn.sigmoid(tau_logit)
+        v_th = self.v_th
+        if self.channel_threshold:
+            init = nn.initializers.constant(self.v_th)
+            v_th = self.param("v_th", init, (x.shape[-1],), jnp.float32)
         spikes = lif_lib.lif_scan(
             x,
             tau=tau,
-            v_th=self.v_th,
+            v_th=v_th,
             surrogate=self.surrogate,
             detach_reset=self.detach_reset,
+            reset=self.reset,
             unroll=self.unroll,
         )
+        if self.gradient == "aggregate":
+            spikes = lif_lib.aggregate_gradient(x, spikes, v_th)
         self.sow("intermediates", "firing_rate", jnp.mean(spikes.astype(jnp.float32)))
         return spikes
 
