@@ -15,7 +15,8 @@ Sections (``--sections``, comma separated):
   ``--peak_rss`` also the peak resident memory of a fresh process per case.
 
 Times are medians over ``--repeats`` runs after a warm-up, with
-``block_until_ready``; the spread is (min, max). Writes ``results.json`` and
+``block_until_ready``; the spread is (min, max). The SNN and ANN steps of a
+ratio are timed interleaved, so both see the same load. Writes ``results.json`` and
 ``results.md`` under ``--out`` and prints the table.
 """
 
@@ -75,13 +76,27 @@ def machine() -> dict:
 
 def timed(fn, *args, repeats: int) -> dict:
     """Median and spread of ``fn(*args)`` wall time after one warm-up call."""
-    jax.block_until_ready(fn(*args))
-    times = []
+    return timed_together({"fn": lambda: fn(*args)}, repeats=repeats)["fn"]
+
+
+def timed_together(fns: dict, repeats: int) -> dict:
+    """:func:`timed` for several functions, interleaved (a, b, a, b, ...).
+
+    Cases compared in a ratio share whatever else the machine is doing at the
+    time, instead of one case taking the quiet minutes and the other the busy ones.
+    """
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return {"median_s": float(np.median(times)), "min_s": min(times), "max_s": max(times)}
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {
+        name: {"median_s": float(np.median(t)), "min_s": min(t), "max_s": max(t)}
+        for name, t in times.items()
+    }
 
 
 def network(smoke: bool) -> tuple[str, dict, int]:
@@ -123,7 +138,8 @@ def compile_stats(step, state, batch) -> dict:
     return {"compile_s": seconds, "temp_bytes": int(mem.temp_size_in_bytes)}
 
 
-def run_step_case(time_steps, batch, *, ann, repeats, smoke, memory="none") -> dict:
+def prepared_step(time_steps, batch, *, ann, smoke, memory="none") -> tuple[dict, object]:
+    """``(compile stats, a function that runs one step)`` of a step case."""
     step, state, data = step_case(time_steps, batch, ann=ann, memory=memory, smoke=smoke)
     stats = compile_stats(step, state, data)
     holder = {"state": state}
@@ -132,14 +148,22 @@ def run_step_case(time_steps, batch, *, ann, repeats, smoke, memory="none") -> d
         holder["state"], metrics = step(holder["state"], data)
         return metrics["loss"]
 
+    return stats, one
+
+
+def run_step_case(time_steps, batch, *, ann, repeats, smoke, memory="none") -> dict:
+    stats, one = prepared_step(time_steps, batch, ann=ann, smoke=smoke, memory=memory)
     return {**stats, **timed(one, repeats=repeats)}
 
 
 def bench_step(ts, batch, repeats, smoke) -> list[dict]:
+    """SNN and ANN steps compiled, then timed interleaved (see :func:`timed_together`)."""
     rows = []
     for t in ts:
-        snn = run_step_case(t, batch, ann=False, repeats=repeats, smoke=smoke)
-        ann = run_step_case(t, batch, ann=True, repeats=repeats, smoke=smoke)
+        snn_stats, snn_step = prepared_step(t, batch, ann=False, smoke=smoke)
+        ann_stats, ann_step = prepared_step(t, batch, ann=True, smoke=smoke)
+        times = timed_together({"snn": snn_step, "ann": ann_step}, repeats=repeats)
+        snn, ann = times["snn"], times["ann"]
         rows.append(
             {
                 "T": t,
@@ -149,8 +173,8 @@ def bench_step(ts, batch, repeats, smoke) -> list[dict]:
                 "ann_step_s": ann["median_s"],
                 "ann_spread_s": [ann["min_s"], ann["max_s"]],
                 "ratio_snn_over_ann": snn["median_s"] / ann["median_s"],
-                "snn_compile_s": snn["compile_s"],
-                "ann_compile_s": ann["compile_s"],
+                "snn_compile_s": snn_stats["compile_s"],
+                "ann_compile_s": ann_stats["compile_s"],
             }
         )
     return rows
