@@ -457,28 +457,32 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(os.path.dirname(__file__), "configs", "compare_digits.py"),
-    "Comparison config (get_config() with a `compare` field).",
-    lock_config=False,
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: workdirs/<name>).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Run every kind of row for a few steps only.")
+def define_flags() -> None:
+    """The command-line flags; defined when run as a script, so that importing defines none."""
+    config_flags.DEFINE_config_file(
+        "config",
+        os.path.join(os.path.dirname(__file__), "configs", "compare_digits.py"),
+        "Comparison config (get_config() with a `compare` field).",
+        lock_config=False,
+    )
+    flags.DEFINE_string("workdir", None, "Output directory (default: workdirs/<name>).")
+    flags.DEFINE_bool("smoke", False, "Run every kind of row for a few steps only.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # progress is printed; orbax logs every restore
-    config = _CONFIG.value
-    name = config.name + ("_smoke" if _SMOKE.value else "")
-    workdir = _WORKDIR.value or os.path.join("workdirs", name)
-    run(config, workdir, smoke=_SMOKE.value)
-    with open(os.path.join(workdir, "results.md")) as f:
-        print(f.read())
+    f = flags.FLAGS
+    config = f.config
+    name = config.name + ("_smoke" if f.smoke else "")
+    workdir = f.workdir or os.path.join("workdirs", name)
+    run(config, workdir, smoke=f.smoke)
+    with open(os.path.join(workdir, "results.md")) as out:
+        print(out.read())
     print(f"results in {os.path.abspath(workdir)}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

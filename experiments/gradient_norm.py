@@ -376,32 +376,36 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3g}"
 
 
-_OUT = flags.DEFINE_string("out", "gradient_norm_out", "Output directory (JSON and PNG).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes for tests (seconds).")
-_ARCHS = flags.DEFINE_list("archs", None, f"Networks, of {ARCHS} (default: the settings').")
-_NORMS = flags.DEFINE_list("norms", None, f"Normalisations, of {NORMS} (default: all).")
-_STEPS = flags.DEFINE_integer("train_steps", None, "SGD steps (default: the settings').")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of parameters, data order and probes.")
+def define_flags() -> None:
+    """The command-line flags; defined when run as a script, so that importing defines none."""
+    flags.DEFINE_string("out", "gradient_norm_out", "Output directory (JSON and PNG).")
+    flags.DEFINE_bool("smoke", False, "Tiny sizes for tests (seconds).")
+    flags.DEFINE_list("archs", None, f"Networks, of {ARCHS} (default: the settings').")
+    flags.DEFINE_list("norms", None, f"Normalisations, of {NORMS} (default: all).")
+    flags.DEFINE_integer("train_steps", None, "SGD steps (default: the settings').")
+    flags.DEFINE_integer("seed", 0, "Seed of parameters, data order and probes.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    settings = SMOKE if _SMOKE.value else Settings()
-    overrides = dict(seed=_SEED.value)
-    if _ARCHS.value:
-        overrides["archs"] = tuple(_ARCHS.value)
-    if _NORMS.value:
-        overrides["norms"] = tuple(_NORMS.value)
-    if _STEPS.value is not None:
-        overrides["train_steps"] = _STEPS.value
+    f = flags.FLAGS
+    settings = SMOKE if f.smoke else Settings()
+    overrides = dict(seed=f.seed)
+    if f.archs:
+        overrides["archs"] = tuple(f.archs)
+    if f.norms:
+        overrides["norms"] = tuple(f.norms)
+    if f.train_steps is not None:
+        overrides["train_steps"] = f.train_steps
     settings = dataclasses.replace(settings, **overrides)
-    results = run(settings, _OUT.value)
+    results = run(settings, f.out)
     print(
-        f"wrote {os.path.join(os.path.abspath(_OUT.value), 'gradient_norm.json')} and .png "
+        f"wrote {os.path.join(os.path.abspath(f.out), 'gradient_norm.json')} and .png "
         f"in {results['seconds']:.0f} s"
     )
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

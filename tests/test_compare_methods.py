@@ -143,3 +143,14 @@ def test_reference_sentence_when_conversion_never_matches():
     )
     assert compare_methods.compare_with_reference(rows, ("missing", 4)) == []
     assert np.isclose(rows[0]["accuracy"], 0.99)
+
+
+def test_experiment_scripts_import_together():
+    # absl flags are process-global: scripts imported by tests define theirs only when run
+    for name in (
+        "experiments.compare_methods",
+        "experiments.gradient_norm",
+        "experiments.main",
+        "experiments.benchmarks.run",
+    ):
+        importlib.import_module(name)
