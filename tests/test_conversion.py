@@ -236,7 +236,10 @@ def trained_ann():
         "digits_cnn", width=8, hidden_features=32, neuron="relu", norm="bn", time_steps=1
     )
     state = create_train_state(
-        jax.random.PRNGKey(0), model, optax.adam(3e-3), jax.ShapeDtypeStruct((1, 8, 8, 1), float)
+        jax.random.PRNGKey(0),
+        model,
+        optax.adam(3e-3),
+        jax.ShapeDtypeStruct((1, 8, 8, 1), np.float32),
     )
     step = jax.jit(train_step)
     order = np.random.default_rng(0).permutation(len(split.train_labels))
