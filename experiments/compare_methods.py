@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import require_matplotlib
 from experiments.configs.compare_base import KINDS
 from snn_jax import analysis, conversion
 from snn_jax import data as data_lib
@@ -240,6 +241,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
     if smoke:
         config = apply_smoke(config)
     check_methods(config)
+    require_matplotlib("experiments.compare_methods")
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     pipeline = _pipeline(config)

@@ -63,6 +63,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from experiments import require_matplotlib
 from snn_jax import analysis, models
 from snn_jax.data import load_digits_split
 from snn_jax.training import cross_entropy, make_optimizer
@@ -332,6 +333,8 @@ def run(settings: Settings, out: str | None = None, verbose: bool = True) -> dic
       ``{"settings", "runs": {"<arch>/<norm>": run_model(...)}, "summary":
       {"<arch>/<norm>": summarize(...)}, "seconds"}``.
     """
+    if out is not None:
+        require_matplotlib("experiments.gradient_norm")
     t0 = time.perf_counter()
     batches = _batches(settings)
     keys = [(arch, norm) for arch in settings.archs for norm in settings.norms]

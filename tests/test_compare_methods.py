@@ -154,3 +154,20 @@ def test_experiment_scripts_import_together():
         "experiments.benchmarks.run",
     ):
         importlib.import_module(name)
+
+
+def test_scripts_say_how_to_install_matplotlib(monkeypatch, tmp_path):
+    import importlib.util
+
+    from experiments import require_matplotlib
+
+    require_matplotlib("x")  # installed here: no error
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[notebooks\]'"):
+        compare_methods.run(compare_digits.get_config(), str(tmp_path), smoke=True)
+    assert not list(tmp_path.iterdir())  # nothing trained before the error
