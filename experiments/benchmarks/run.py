@@ -71,6 +71,7 @@ def machine() -> dict:
         "device_kind": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
         "python": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),  # they change speed and memory
     }
 
 
