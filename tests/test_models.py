@@ -354,6 +354,34 @@ def test_digits_cnn_forward_backward(digits):
     np.testing.assert_allclose(logits_remat, logits, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("fast", [dict(memory="remat"), dict(unroll=T)])
+def test_fast_paths_give_the_same_loss_gradients_and_statistics(fast):
+    """Recomputing blocks in the backward pass, or unrolling the LIF scans, is a speed knob only."""
+    plain = models.get_model(
+        "resnet19", width=4, stage_sizes=(1, 1), hidden_features=8, time_steps=T, num_classes=K
+    )
+    x = jax.random.uniform(jax.random.key(0), (B, 8, 8, 3)) * 4
+    labels = jnp.arange(B) % K
+    variables = jax.jit(lambda x: plain.init(jax.random.key(1), x, train=False))(x)
+
+    def loss_and_grads(model):
+        def loss(params):
+            logits, state = model.apply(
+                {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+            )
+            ce = jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(B), labels])
+            return ce, state["batch_stats"]
+
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+    (value, stats), grads = loss_and_grads(plain)
+    (value_fast, stats_fast), grads_fast = loss_and_grads(plain.clone(**fast))
+    assert float(optax.tree.norm(grads)) > 0
+    np.testing.assert_allclose(value_fast, value, rtol=1e-6)
+    chex.assert_trees_all_close(grads_fast, grads, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(stats_fast, stats, rtol=1e-6, atol=1e-6)
+
+
 def test_digits_cnn_norms_fold_into_convs(digits):
     model, variables, x = digits
     update = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[1])
