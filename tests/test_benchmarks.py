@@ -18,6 +18,8 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert results["smoke"] is True
     assert results["machine"]["devices"] == 1
     assert {"cpu", "cores", "jax", "backend", "device_kind"} <= set(results["machine"])
+    assert results["machine"]["xla_flags"] == ""
+    assert results["dtype"] == "float32"
 
     (step,) = results["step"]
     assert step["T"] == 2
@@ -46,3 +48,26 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert table in proc.stdout
     assert "train step: SNN (T, B) vs ANN twin (B*T)" in table
     assert "| 2 | snn_remat |" in table
+    assert "| compute dtype | float32 |" in table
+
+
+def test_bfloat16_peak_memory_cases_run_in_their_own_processes(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.benchmarks.run",
+        "--smoke",
+        "--sections=memory",
+        "--peak_rss",
+        "--memory_options=none",
+        "--dtype=bfloat16",
+        f"--out={tmp_path}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "results.json") as f:
+        results = json.load(f)
+    assert results["dtype"] == "bfloat16"
+    assert {r["case"] for r in results["memory"]} == {"ann", "snn_none"}
+    assert all(r["peak_rss_bytes"] > 0 and r["temp_bytes"] > 0 for r in results["memory"])

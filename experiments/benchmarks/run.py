@@ -53,6 +53,13 @@ _MEMORY_BATCH = flags.DEFINE_integer("memory_batch", 2, "SNN batch size B of the
 _MEMORY_OPTIONS = flags.DEFINE_list(
     "memory_options", ["none", "remat"], "Memory options of the SNN (see models.MEMORY_OPTIONS)."
 )
+_DTYPE = flags.DEFINE_enum(
+    "dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "Compute dtype of convs and dense layers, SNN and ANN alike (norm statistics and "
+    "membranes stay float32).",
+)
 _PEAK_RSS = flags.DEFINE_bool("peak_rss", False, "Also measure peak RSS (one process per case).")
 _CASE = flags.DEFINE_string("case", None, "Internal: run one memory case, print JSON.")
 
@@ -110,7 +117,7 @@ def network(smoke: bool) -> tuple[str, dict, int]:
 def step_case(time_steps: int, batch: int, *, ann: bool, memory: str = "none", smoke: bool):
     """A jitted donated SGD step, its state and a batch: the SNN (T, B) or the ANN twin (B*T)."""
     name, fields, size = network(smoke)
-    kwargs = dict(num_classes=10, dtype=jnp.float32, **fields)
+    kwargs = dict(num_classes=10, dtype=jnp.dtype(_DTYPE.value), **fields)
     if ann:
         model = models.get_model(name, neuron="relu", norm="bn", time_steps=1, **kwargs)
         b = batch * time_steps
@@ -241,6 +248,7 @@ def bench_memory(ts, batch, options, repeats, smoke, peak_rss) -> list[dict]:
                     "experiments.benchmarks.run",
                     f"--case={kind}:{t}:{batch}",
                     f"--smoke={smoke}",
+                    f"--dtype={_DTYPE.value}",
                 ]
                 res = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 stats = json.loads(res.stdout.strip().splitlines()[-1])
@@ -256,6 +264,7 @@ def bench_memory(ts, batch, options, repeats, smoke, peak_rss) -> list[dict]:
 def markdown(results: dict) -> str:
     lines = ["## Machine", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in results["machine"].items()]
+    lines += [f"| compute dtype | {results['dtype']} |"]
     if "step" in results:
         lines += [
             "",
@@ -331,7 +340,12 @@ def main(argv):
         print(json.dumps(memory_case(kind, int(t), int(b), smoke)))
         return
     repeats = 2 if smoke else _REPEATS.value
-    results = {"machine": machine(), "smoke": smoke, "network": network(smoke)[0]}
+    results = {
+        "machine": machine(),
+        "smoke": smoke,
+        "network": network(smoke)[0],
+        "dtype": _DTYPE.value,
+    }
     sections = set(_SECTIONS.value)
     unknown = sections - {"step", "lif", "memory"}
     if unknown:
