@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from snn_jax import analysis, conversion, lif_scan, models, surrogate
+from snn_jax import conversion, lif_scan, models, surrogate
 from snn_jax import nn as snn
 from snn_jax.data import load_digits_split
 from snn_jax.functional import aggregate_gradient
@@ -464,9 +464,22 @@ def test_evaluation_counts_spikes_and_skips_padding():
     variables = jax.jit(lambda x: model.init(jax.random.key(1), x, train=False))(x)
     variables = {**variables, "params": jax.tree.map(lambda p: 3 * p, variables["params"])}
     logits, spikes = jax.jit(lambda v, x: conversion.forward_with_spikes(model, v, x))(variables, x)
-    trains = analysis.spike_trains(model, variables, x)
-    per_example = sum(np.asarray(s).reshape(3, 10, -1).sum(axis=(0, 2)) for s in trains.values())
-    np.testing.assert_array_equal(spikes, per_example)
+    # reference: each example alone, from the firing rates its LIF layers sow (mean over
+    # [T, 1, ...]) times their number of neuron-steps
+    neuron_steps = {  # conv1: 8x8x2, conv2: 8x8x4, fc: 4 neurons, T = 3
+        "conv1": 3 * 8 * 8 * 2,
+        "conv2": 3 * 8 * 8 * 4,
+        "fc": 3 * 4,
+    }
+    apply_one = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"])[1])
+    per_example = []
+    for i in range(10):
+        rates = apply_one(variables, x[i : i + 1])["intermediates"]
+        per_example.append(
+            sum(float(rates[u]["lif"]["firing_rate"][0]) * n for u, n in neuron_steps.items())
+        )
+    per_example = np.asarray(per_example)
+    np.testing.assert_allclose(spikes, per_example, rtol=1e-6)
     assert per_example.sum() > 0
     labels = np.arange(10) % 3
     mask = np.arange(10) < 7  # the last three are padding

@@ -2,7 +2,8 @@
 
 Works for every model of the comparison (ANN, converted SNN, STBP-trained
 SNN): the model runs in evaluation mode (``train=False``), the spikes of every
-spiking layer (:class:`snn_jax.nn.LIF`) are counted per example, all steps
+spiking layer (:func:`snn_jax.analysis.is_spiking`, found by
+``snn_jax.analysis``'s call capture) are counted per example, all steps
 and neurons together. Long simulations are split into chunks of at most
 ``max_steps_times_batch`` example-steps so that ``T * B`` stays bounded.
 """
@@ -17,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snn_jax.nn import LIF
+from snn_jax.analysis import is_spiking
+from snn_jax.analysis._capture import capture_calls
 
 __all__ = ["evaluate_classifier", "forward_with_spikes"]
 
@@ -34,18 +36,11 @@ def forward_with_spikes(model: nn.Module, variables: Mapping[str, Any], x: jax.A
     >>> logits.shape, spikes.shape
     ((5, 10), (5,))
     """
-    counts = []
-
-    def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and isinstance(context.module, LIF):
-            s = out.astype(jnp.float32)  # [T, B, ...]
-            counts.append(jnp.sum(s.reshape(s.shape[0], s.shape[1], -1), axis=(0, 2)))
-        return out
-
-    with nn.intercept_methods(interceptor):
-        logits = model.apply(variables, x, train=False)
-    spikes = sum(counts) if counts else jnp.zeros(logits.shape[0], jnp.float32)
+    calls, logits = capture_calls(model, variables, x, is_spiking, train=False, outermost=False)
+    spikes = jnp.zeros(logits.shape[0], jnp.float32)
+    for call in calls:  # each [T, B, ...]
+        s = call.output.astype(jnp.float32)
+        spikes = spikes + jnp.sum(s.reshape(s.shape[0], s.shape[1], -1), axis=(0, 2))
     return logits, spikes
 
 
