@@ -140,36 +140,24 @@ def _images(batches, count: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _state(config, model, example_shape, variables=None) -> TrainState:
+    """The step-0 train state of a comparison row (from ``variables`` when given)."""
+    return create_train_state(
+        jax.random.PRNGKey(config.seed),
+        model,
+        make_optimizer(config.optimizer, 1),  # the optimizer state does not depend on the length
+        jax.ShapeDtypeStruct((1, *example_shape), jnp.float32),
+        make_mesh(),
+        variables=variables,
+    )
+
+
 def _abstract_state(config, model, example_shape):
     """The train state's structure, shapes and (replicated) shardings, without computing it."""
-    tx = make_optimizer(config.optimizer, 1)  # the optimizer state does not depend on the length
-    mesh = make_mesh()
-    abstract = jax.eval_shape(
-        lambda: create_train_state(
-            jax.random.PRNGKey(config.seed),
-            model,
-            tx,
-            jax.ShapeDtypeStruct((1, *example_shape), jnp.float32),
-            mesh,
-        )
-    )
-    sharding = replicated(mesh)
+    abstract = jax.eval_shape(lambda: _state(config, model, example_shape))
+    sharding = replicated(make_mesh())
     return jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
-    )
-
-
-def _initial_state(config, model, variables) -> TrainState:
-    """A step-0 train state holding ``variables`` (as ``create_train_state`` builds it)."""
-    _, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    return TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        tx=make_optimizer(config.optimizer, 1),
-        batch_stats=variables.get("batch_stats", {}),
-        rng=state_rng,
-        nonfinite_streak=jnp.zeros((), jnp.int32),
-        skipped_steps=jnp.zeros((), jnp.int32),
     )
 
 
@@ -191,7 +179,7 @@ def train_or_load(config, workdir: str, pipeline, initial: dict | None = None):
     if initial is not None:
         with Checkpointer(checkpoints) as ckpt:
             if ckpt.latest_step() is None:
-                ckpt.save(_initial_state(config, model, initial))
+                ckpt.save(_state(config, model, pipeline.example_shape, initial))
     summary = train_and_evaluate(config, workdir)
     with Checkpointer(checkpoints) as ckpt:
         state, _ = ckpt.restore(_abstract_state(config, model, pipeline.example_shape))

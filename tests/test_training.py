@@ -76,6 +76,27 @@ def test_train_step_lowers_loss_on_a_fixed_batch(setup):
     assert float(metrics["grad_norm"]) > 0
 
 
+def test_create_train_state_from_given_variables(setup):
+    config, mesh, state, _ = setup
+    given = {
+        "params": jax.tree.map(lambda p: np.full(p.shape, 0.5, p.dtype), state.params),
+        "batch_stats": jax.tree.map(lambda s: np.full(s.shape, 2.0, s.dtype), state.batch_stats),
+    }
+    tx = training.make_optimizer(config.optimizer, 100)
+    example = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    model = training.build_model(config, 10)
+    started = training.create_train_state(
+        jax.random.PRNGKey(0), model, tx, example, mesh, variables=given
+    )
+    chex.assert_trees_all_equal(started.params, given["params"])
+    chex.assert_trees_all_equal(started.batch_stats, given["batch_stats"])
+    chex.assert_trees_all_equal(started.rng, state.rng)  # the same split of the key
+    chex.assert_trees_all_equal_structs(started.opt_state, state.opt_state)
+    assert int(started.step) == 0
+    leaf = jax.tree.leaves(started.params)[0]
+    assert leaf.sharding.is_fully_replicated
+
+
 def test_eval_step_counts_only_real_examples(setup):
     _, mesh, state, batch = setup
     masked = dict(batch, mask=np.arange(len(batch["label"])) < 5)

@@ -38,6 +38,7 @@ def create_train_state(
     tx: optax.GradientTransformation,
     example_input: jax.ShapeDtypeStruct | jax.Array,
     mesh: Mesh | None = None,
+    variables: Any = None,
 ) -> TrainState:
     """Initialises the model and optimizer directly into replicated device memory.
 
@@ -50,21 +51,25 @@ def create_train_state(
       tx: the optax optimizer.
       example_input: an input of the model's shape (its batch size is irrelevant).
       mesh: the device mesh (default: all devices).
+      variables: start from these ``{"params", "batch_stats"}`` (e.g. a
+        converted network) instead of ``model.init``; the state's ``rng`` is
+        the same either way.
 
     Returns:
       A ``TrainState`` at step 0, replicated over ``mesh``.
     """
     mesh = make_mesh() if mesh is None else mesh
 
-    def init(rng):
+    def init(rng, given):
         params_rng, state_rng = jax.random.split(rng)
-        x = jnp.zeros(example_input.shape, example_input.dtype)
-        variables = model.init(params_rng, x, train=False)
+        if given is None:
+            x = jnp.zeros(example_input.shape, example_input.dtype)
+            given = model.init(params_rng, x, train=False)
         return TrainState.create(
             apply_fn=model.apply,
-            params=variables["params"],
+            params=given["params"],
             tx=tx,
-            batch_stats=variables.get("batch_stats", {}),
+            batch_stats=given.get("batch_stats", {}),
             rng=state_rng,
             nonfinite_streak=jnp.zeros((), jnp.int32),
             skipped_steps=jnp.zeros((), jnp.int32),
@@ -74,6 +79,6 @@ def create_train_state(
     # here, and its init compiles several times slower on CPU (a width-4 ResNet-19:
     # 31 s against 7 s). The keys drawn are fixed by ``rng`` either way.
     with jax.threefry_partitionable(False):
-        abstract = jax.eval_shape(init, rng)
+        abstract = jax.eval_shape(init, rng, variables)
         shardings = jax.tree.map(lambda _: replicated(mesh), abstract)
-        return jax.jit(init, out_shardings=shardings)(rng)
+        return jax.jit(init, out_shardings=shardings)(rng, variables)
