@@ -12,8 +12,8 @@ of every method, and each entry of ``config.compare.methods`` is one method:
   ``time_steps``: the ``T`` values to run;
 - ``overrides``: fields of the base config it changes (``ann``, ``hybrid``, ``stbp``);
 - ``percentile``, ``channelwise`` (``conversion``): threshold balancing;
-- ``source``, ``norm`` (``hybrid``): the conversion to start from, and the
-  norm of the fine-tuned SNN (``"none"``: the converted network itself;
+- ``source`` (``hybrid``): the conversion to start from; the fine-tuned SNN's
+  norm is in its ``overrides`` (``"none"``: the converted network itself;
   ``"tdbn"``: converted weights and thresholds in the tdBN model).
 """
 
@@ -70,62 +70,44 @@ def methods(
     wu2019: ml_collections.ConfigDict,
 ) -> ml_collections.ConfigDict:
     """Every row of the seed's table, on the config's model."""
+    # the converted network's neuron: integrate-and-fire, reset by subtraction, its thresholds
     hybrid_neuron = {"tau": 1.0, "reset": "subtract", "channel_threshold": True}
-    hybrid_model = {"model": {"norm": "none", **hybrid_neuron}}
-    hybrid_tdbn_model = {"model": {"norm": "tdbn", **hybrid_neuron}}
+    conversions = [  # (name, label, percentile, channelwise)
+        ("conversion_max", "conversion, max (Diehl 2015)", 100.0, False),
+        ("conversion_p999", "conversion, 99.9 % (Rueckauer 2017)", 99.9, False),
+        ("conversion_p999_channel", "conversion, 99.9 % per channel", 99.9, True),
+    ]
+    hybrids = [  # (name, label, norm of the fine-tuned SNN)
+        ("hybrid", "hybrid: conversion + STBP (Rathi 2020)", "none"),
+        ("hybrid_tdbn", "hybrid into tdBN: conversion + STBP-tdBN", "tdbn"),
+    ]
     rows = [
         ("ann", _method("ann", "ANN twin (ReLU + BN)", (1,), overrides=ANN)),
-        (
-            "conversion_max",
-            _method(
-                "conversion",
-                "conversion, max (Diehl 2015)",
-                conversion_steps,
-                percentile=100.0,
-                channelwise=False,
-            ),
+        *(
+            (
+                name,
+                _method(
+                    "conversion",
+                    label,
+                    conversion_steps,
+                    percentile=percentile,
+                    channelwise=channelwise,
+                ),
+            )
+            for name, label, percentile, channelwise in conversions
         ),
-        (
-            "conversion_p999",
-            _method(
-                "conversion",
-                "conversion, 99.9 % (Rueckauer 2017)",
-                conversion_steps,
-                percentile=99.9,
-                channelwise=False,
-            ),
-        ),
-        (
-            "conversion_p999_channel",
-            _method(
-                "conversion",
-                "conversion, 99.9 % per channel",
-                conversion_steps,
-                percentile=99.9,
-                channelwise=True,
-            ),
-        ),
-        (
-            "hybrid",
-            _method(
-                "hybrid",
-                "hybrid: conversion + STBP (Rathi 2020)",
-                hybrid_steps,
-                source="conversion_p999",
-                norm="none",
-                overrides={**hybrid_overrides, **hybrid_model},
-            ),
-        ),
-        (
-            "hybrid_tdbn",
-            _method(
-                "hybrid",
-                "hybrid into tdBN: conversion + STBP-tdBN",
-                hybrid_steps,
-                source="conversion_p999",
-                norm="tdbn",
-                overrides={**hybrid_overrides, **hybrid_tdbn_model},
-            ),
+        *(
+            (
+                name,
+                _method(
+                    "hybrid",
+                    label,
+                    hybrid_steps,
+                    source="conversion_p999",
+                    overrides={**hybrid_overrides, "model": {"norm": norm, **hybrid_neuron}},
+                ),
+            )
+            for name, label, norm in hybrids
         ),
         (
             "lee2020",
