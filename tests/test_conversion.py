@@ -117,21 +117,24 @@ def test_subtract_reset_stbp_gradient_equals_numpy_recursion(detach):
 
 
 def test_aggregate_gradient_equals_formula():
-    # dL/dx[t] = 1[neuron fired] / V_th * mean_t' dL/do[t'], the same for every t
+    # dL/dx[t] = 1[0 < count < T] / V_th * mean_t' dL/do[t'], the same for every t
     x = np.array(jax.random.uniform(jax.random.key(3), (T, B, C), minval=-0.5, maxval=0.8))
     x[:, 0, 0] = -1.0  # a neuron that never fires
+    x[:, 1, 0] = 1.0  # one that fires at every step (threshold 0.4)
     g = np.asarray(jax.random.normal(jax.random.key(4), (T, B, C)), np.float32)
     v_th = np.array([0.4, 0.5, 0.6, 0.7], np.float32)
     o = lif_scan(jnp.asarray(x), tau=1.0, v_th=v_th, reset="subtract")
     out, vjp = jax.vjp(lambda x: aggregate_gradient(x, o, v_th), jnp.asarray(x))
     np.testing.assert_array_equal(out, o)
     (grad,) = vjp(jnp.asarray(g))
-    fired = np.asarray(o).sum(0) > 0
-    assert not fired[0, 0]
+    count = np.asarray(o).sum(0)
+    assert count[0, 0] == 0
+    assert count[1, 0] == T
+    assert np.any((count > 0) & (count < T))
     ref = np.zeros_like(x)
     for b in range(B):
         for c in range(C):
-            if fired[b, c]:
+            if 0 < count[b, c] < T:
                 ref[:, b, c] = g[:, b, c].mean() / v_th[c]
     np.testing.assert_allclose(grad, ref, rtol=1e-5, atol=1e-7)
 
