@@ -107,8 +107,7 @@ def lif_step(
     >>> s.u
     Array([0.2], dtype=float32)
     """
-    if reset not in RESETS:
-        raise ValueError(f"unknown reset {reset!r}; expected one of {RESETS}")
+    check_lif_params(tau, v_th, reset)
     spike = surrogate or surrogate_lib.get("rectangular", width=1.0)
     o_prev = jax.lax.stop_gradient(state.o) if detach_reset else state.o
     if reset == "subtract":
