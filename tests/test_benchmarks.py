@@ -20,6 +20,7 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert {"cpu", "cores", "jax", "backend", "device_kind"} <= set(results["machine"])
     assert results["machine"]["xla_flags"] == ""
     assert results["dtype"] == "float32"
+    assert results["machine"]["allocator"] == "reuse"
 
     (step,) = results["step"]
     assert step["T"] == 2
@@ -71,3 +72,32 @@ def test_bfloat16_peak_memory_cases_run_in_their_own_processes(tmp_path):
     assert results["dtype"] == "bfloat16"
     assert {r["case"] for r in results["memory"]} == {"ann", "snn_none"}
     assert all(r["peak_rss_bytes"] > 0 and r["temp_bytes"] > 0 for r in results["memory"])
+
+
+ALLOCATOR_PROBE = """
+import resource, sys
+import numpy as np
+from experiments.benchmarks.run import use_allocator
+
+mode = use_allocator(sys.argv[1])
+np.ones(1 << 24)  # 128 MiB, freed at once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    np.ones(1 << 24)
+print(mode, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_reuse_allocator_serves_large_arrays_without_page_faults():
+    faults = {}
+    for mode in ("system", "reuse"):
+        cmd = [sys.executable, "-c", ALLOCATOR_PROBE, mode]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got, count = proc.stdout.split()
+        assert got == mode
+        faults[mode] = int(count)
+    # 4 x 128 MiB of fresh pages: at least 256 faults even with 2 MiB huge pages;
+    # heap memory that was touched before faults no more.
+    assert faults["system"] >= 256
+    assert faults["reuse"] * 10 < faults["system"]
