@@ -92,3 +92,33 @@ def test_custom_vjp_under_jit_vmap_checkpoint_and_bfloat16():
 def test_unknown_implementation_is_rejected():
     with pytest.raises(ValueError, match="implementation"):
         snn_jax.lif_scan(jnp.zeros((2, 3)), implementation="fast")
+
+
+def test_custom_vjp_keeps_one_time_series_for_the_backward_pass(capsys):
+    """Only the membrane is saved ([T, B, N] once); autodiff of the scan saves three."""
+    from jax.ad_checkpoint import print_saved_residuals
+
+    x, _, _ = _inputs()
+    series = f"f32[{T},{B},{N}]"
+    counts = {}
+    for impl in ("custom_vjp", "autodiff"):
+        print_saved_residuals(
+            lambda x, impl=impl: jnp.sum(snn_jax.lif_scan(x, implementation=impl)), x
+        )
+        counts[impl] = capsys.readouterr().out.count(series)
+    assert counts == {"custom_vjp": 1, "autodiff": 3}
+
+
+def test_custom_vjp_with_one_time_step():
+    x = jnp.array([[0.3, 0.7]])
+    state = snn_jax.LIFState(jnp.array([0.4, 0.2]), jnp.array([0.0, 1.0]))
+
+    def loss(x, state, tau, implementation):
+        out = snn_jax.lif_scan(x, tau=tau, init_state=state, implementation=implementation)
+        return jnp.sum(out * jnp.array([1.0, -2.0]))
+
+    args = (x, state, jnp.array(0.5))
+    ref = jax.grad(loss, argnums=(0, 1, 2))(*args, "autodiff")
+    got = jax.grad(loss, argnums=(0, 1, 2))(*args, "custom_vjp")
+    assert float(jnp.abs(ref[2])) > 0
+    chex.assert_trees_all_close(got, ref, rtol=1e-6)

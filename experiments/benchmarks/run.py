@@ -1,6 +1,6 @@
 r"""Benchmarks: the SNN train step against its ANN twin, the LIF scan against a bandwidth floor.
 
-    python -m experiments.benchmarks.run --out=benchmarks_out     # full, ~30 min on 2 CPU cores
+    python -m experiments.benchmarks.run --out=benchmarks_out     # full, ~12 min on 2 CPU cores
     python -m experiments.benchmarks.run --smoke --out=/tmp/bench     # 2-layer net, for tests
 
 Sections (``--sections``, comma separated):

@@ -146,8 +146,8 @@ def lif_scan(
       return_membrane: also return the membrane trace ``u``.
       unroll: ``lax.scan`` unroll factor (a speed knob; the result is the same).
       implementation: ``"custom_vjp"`` (default) runs the hand-written STBP
-        backward of :mod:`snn_jax.functional.lif_vjp`, which keeps only ``u``
-        and ``o`` for the backward pass; ``"autodiff"`` differentiates the plain
+        backward of :mod:`snn_jax.functional.lif_vjp`, which keeps only the
+        membrane ``u`` for the backward pass; ``"autodiff"`` differentiates the plain
         scan of :func:`lif_step`. Both give the same values and gradients; a
         surrogate that is not a ``SpikeFunction``, a traced or array ``v_th``
         or ``reset="subtract"`` always uses ``"autodiff"``.
