@@ -101,3 +101,23 @@ def test_reuse_allocator_serves_large_arrays_without_page_faults():
     # heap memory that was touched before faults no more.
     assert faults["system"] >= 256
     assert faults["reuse"] * 10 < faults["system"]
+
+
+def test_config_step_memory_of_static_and_event_configs():
+    from experiments.benchmarks import run
+
+    rows = run.bench_configs(smoke=True)
+    assert [(r["config"], r["variant"]) for r in rows] == [
+        ("cifar10_resnet19", "smoke"),
+        ("dvsgesture_resnet17", "smoke"),
+    ]
+    for row in rows:
+        assert row["temp_bytes"] > 0
+        assert row["compile_s"] > 0
+        assert row["batch"] == 2
+    assert [r["T"] for r in rows] == [4, 40]
+    # Twice the batch needs more working memory (activations scale with it).
+    bigger = run.config_step_memory("cifar10_resnet19", "smoke", 4)
+    assert bigger["temp_bytes"] > rows[0]["temp_bytes"]
+    table = run.markdown({"machine": {}, "dtype": "float32", "network": "plain", "configs": rows})
+    assert "| dvsgesture_resnet17 | smoke | 40 | 2 |" in table

@@ -13,6 +13,10 @@ Sections (``--sections``, comma separated):
 - ``memory``: XLA's compiled temporary memory of the ResNet-19 train step against
   T, for each memory option, and the ANN twin at batch B*T; with
   ``--peak_rss`` also the peak resident memory of a fresh process per case.
+- ``configs`` (not in the default sections): XLA's compiled temporary memory of
+  the train step of each paper config (``experiments/configs``) at its batch
+  per device, compiled for this machine's backend; the configs' docstrings
+  quote these as the working memory a GPU needs.
 
 Times are medians over ``--repeats`` runs after a warm-up, with
 ``block_until_ready``; the spread is (min, max). The SNN and ANN steps of a
@@ -29,6 +33,7 @@ machine the elementwise floor on [64, 32, 4096] then took 20 ms instead of
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import platform
@@ -45,13 +50,18 @@ from absl import app, flags
 
 import snn_jax
 from snn_jax import models
+from snn_jax.data.events import EVENT_DATASETS
+from snn_jax.data.tfds_images import TFDS_DATASETS
 from snn_jax.training import create_train_state, make_optimizer, sharding, train_step
+from snn_jax.training.loop import build_model
 
 _OUT = flags.DEFINE_string("out", "benchmarks_out", "Output directory.")
 _SMOKE = flags.DEFINE_bool(
     "smoke", False, "Tiny sizes and a 2-unit plain CNN: checks the script, measures nothing."
 )
-_SECTIONS = flags.DEFINE_list("sections", ["step", "lif", "memory"], "Which benchmarks.")
+_SECTIONS = flags.DEFINE_list(
+    "sections", ["step", "lif", "memory"], "Which benchmarks: step, lif, memory, configs."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per case (after one warm-up).")
 _BATCH = flags.DEFINE_integer("batch", 4, "SNN batch size B of the step benchmark (ANN: B*T).")
 _STEP_T = flags.DEFINE_list("time_steps", ["2", "4", "6"], "T for the step benchmark.")
@@ -263,6 +273,58 @@ def bench_lif(repeats, smoke) -> dict:
     return out
 
 
+# (config module, variants, batch per device): the batch each config's docstring assumes.
+PAPER_CONFIGS = (
+    ("cifar10_resnet19", ("t2", "t4", "t6"), 128),
+    ("cifar100_resnet19", ("t4",), 128),
+    ("cifar10dvs_resnet19", (None,), 32),
+    ("dvsgesture_resnet17", (None,), 16),
+    ("imagenet_resnet34", (None,), 32),  # global batch 256 on 8 devices
+    ("imagenet_resnet50", (None,), 32),
+)
+SMOKE_CONFIGS = (("cifar10_resnet19", ("smoke",), 2), ("dvsgesture_resnet17", ("smoke",), 2))
+
+
+def config_step_memory(module: str, variant: str | None, batch: int) -> dict:
+    """Compiled temporary memory of a paper config's train step at ``batch`` on one device.
+
+    Nothing is initialised or run: the state and the batch are shapes only.
+    """
+    config = importlib.import_module(f"experiments.configs.{module}").get_config(variant)
+    name, t = config.data.name, config.time_steps
+    if name in EVENT_DATASETS:
+        size = config.data.image_size
+        classes, example, time_major = EVENT_DATASETS[name].num_classes, (size, size, 2), True
+    else:
+        spec = TFDS_DATASETS[name]
+        size = config.data.get("image_size")
+        example = spec.image_shape or (size, size, 3)
+        classes, time_major = spec.num_classes, False
+    model = build_model(config, classes)
+    tx = make_optimizer(config.optimizer, 1000)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    lead = (t, 1) if time_major else (1,)
+    abstract_example = jax.ShapeDtypeStruct((*lead, *example), jnp.float32)
+    state = jax.eval_shape(
+        lambda: create_train_state(jax.random.PRNGKey(0), model, tx, abstract_example, mesh)
+    )
+    images = (t, batch, *example) if time_major else (batch, *example)
+    data = {
+        "image": jax.ShapeDtypeStruct(images, jnp.float32),
+        "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
+    }
+    stats = compile_stats(jax.jit(train_step, donate_argnums=0), state, data)
+    return {"config": module, "variant": variant, "T": t, "batch": batch, **stats}
+
+
+def bench_configs(smoke: bool) -> list[dict]:
+    return [
+        config_step_memory(module, variant, batch)
+        for module, variants, batch in (SMOKE_CONFIGS if smoke else PAPER_CONFIGS)
+        for variant in variants
+    ]
+
+
 def memory_case(kind: str, time_steps: int, batch: int, smoke: bool) -> dict:
     ann = kind == "ann"
     memory = "none" if ann else kind.removeprefix("snn_")
@@ -366,6 +428,19 @@ def markdown(results: dict) -> str:
                 f"{'' if step is None else f'{step:.3f}'} | {time_x} | "
                 f"{'' if rss is None else f'{rss / 2**20:.0f}'} | {r['compile_s']:.1f} |"
             )
+    if "configs" in results:
+        lines += [
+            "",
+            "## Train-step memory of the paper configs (one device)",
+            "",
+            "| config | variant | T | batch | temp GiB | compile s |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['config']} | {r['variant'] or ''} | {r['T']} | {r['batch']} | "
+            f"{r['temp_bytes'] / 2**30:.1f} | {r['compile_s']:.1f} |"
+            for r in results["configs"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -385,9 +460,9 @@ def main(argv):
         "dtype": _DTYPE.value,
     }
     sections = set(_SECTIONS.value)
-    unknown = sections - {"step", "lif", "memory"}
+    unknown = sections - {"step", "lif", "memory", "configs"}
     if unknown:
-        raise app.UsageError(f"unknown sections {sorted(unknown)}; use step, lif, memory")
+        raise app.UsageError(f"unknown sections {sorted(unknown)}; use step, lif, memory, configs")
     batch = 2 if smoke else _BATCH.value
     if "step" in sections:
         ts = [2] if smoke else [int(t) for t in _STEP_T.value]
@@ -400,6 +475,8 @@ def main(argv):
         results["memory"] = bench_memory(
             ts, memory_batch, _MEMORY_OPTIONS.value, repeats, smoke, _PEAK_RSS.value
         )
+    if "configs" in sections:
+        results["configs"] = bench_configs(smoke)
     os.makedirs(_OUT.value, exist_ok=True)
     with open(os.path.join(_OUT.value, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
