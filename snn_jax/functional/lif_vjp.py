@@ -4,7 +4,7 @@ Autodiff of ``lax.scan`` keeps every intermediate of every step for the
 backward pass. The STBP recursion (METHOD.md section 3) needs only the
 membrane ``u[t]``: the spikes are ``o[t] = H(u[t] - V_th)`` again. The forward
 scan carries one array, the leaked membrane ``tau * u[t] * (1 - o[t])``, and
-stores ``u[t]``; the spikes are taken from ``u`` after the loop, in one pass.
+outputs ``u`` and ``o``; only ``u`` is kept for the backward pass.
 With ``g[t] = dL/do[t]`` from the layers above and ``d[t+1] = dL/du[t+1]`` from
 the future, one reverse scan computes::
 
@@ -32,15 +32,16 @@ Array = jax.Array
 __all__ = ["lif_scan_custom_vjp"]
 
 
-def _membrane(x, tau, u0, o0, v_th, unroll):
-    """``u[1..T]`` of ``u[t] = tau * u[t-1] * (1 - o[t-1]) + x[t]``, carrying the leaked term."""
+def _forward(x, tau, u0, o0, v_th, unroll):
+    """``(u, o)`` for ``t = 1..T``, carrying only the leaked term ``tau * u * (1 - o)``."""
 
     def step(leaked, x_t):
         u = leaked + x_t
-        return tau * u * (1 - heaviside(u - v_th)), u
+        o = heaviside(u - v_th)
+        return tau * u * (1 - o), (u, o)
 
-    _, u = jax.lax.scan(step, tau * u0 * (1 - o0), x, unroll=unroll)
-    return u
+    _, (u, o) = jax.lax.scan(step, tau * u0 * (1 - o0), x, unroll=unroll)
+    return u, o
 
 
 def _unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
@@ -53,14 +54,12 @@ def _unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
 def _lif(x, tau, u0, o0, v_th, spike, detach_reset, return_membrane, unroll):
-    u = _membrane(x, tau, u0, o0, v_th, unroll)
-    o = heaviside(u - v_th)
+    u, o = _forward(x, tau, u0, o0, v_th, unroll)
     return (o, u) if return_membrane else o
 
 
 def _lif_fwd(x, tau, u0, o0, v_th, spike, detach_reset, return_membrane, unroll):
-    u = _membrane(x, tau, u0, o0, v_th, unroll)
-    o = heaviside(u - v_th)
+    u, o = _forward(x, tau, u0, o0, v_th, unroll)
     return ((o, u) if return_membrane else o), (u, tau, u0, o0)
 
 
