@@ -39,6 +39,9 @@ def test_smoke_run_writes_every_section(tmp_path):
             for unroll in (1, 8):
                 key = f"{impl}_unroll{unroll}"
                 assert row[f"{key}_over_floor"] == row[f"{key}_s"] / row["floor_s"]
+                assert row[f"{key}_min_s"] <= row[f"{key}_s"]
+                ratio = row[f"{key}_min_s"] / row["floor_min_s"]
+                assert row[f"{key}_min_over_floor_min"] == ratio
 
     cases = {r["case"] for r in results["memory"]}
     assert cases == {"ann", "snn_none", "snn_remat"}
@@ -75,15 +78,25 @@ def test_bfloat16_peak_memory_cases_run_in_their_own_processes(tmp_path):
 
 
 ALLOCATOR_PROBE = """
-import resource, sys
+import resource, sys, threading
 import numpy as np
 from experiments.benchmarks.run import use_allocator
 
 mode = use_allocator(sys.argv[1])
 np.ones(1 << 24)  # 128 MiB, freed at once
+
+
+def work():  # as XLA's threads do
+    for _ in range(4):
+        np.ones(1 << 22)  # 32 MiB
+
+
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(4):
     np.ones(1 << 24)
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
 print(mode, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -97,9 +110,9 @@ def test_reuse_allocator_serves_large_arrays_without_page_faults():
         got, count = proc.stdout.split()
         assert got == mode
         faults[mode] = int(count)
-    # 4 x 128 MiB of fresh pages: at least 256 faults even with 2 MiB huge pages;
+    # 1 GiB of fresh pages: at least 512 faults even with 2 MiB huge pages;
     # heap memory that was touched before faults no more.
-    assert faults["system"] >= 256
+    assert faults["system"] >= 512
     assert faults["reuse"] * 10 < faults["system"]
 
 
