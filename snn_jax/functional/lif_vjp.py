@@ -76,7 +76,9 @@ def _lif_bwd(v_th, spike, detach_reset, return_membrane, unroll, res, g):
         v = u_t - v_th
         grad_o = g_o_t if detach_reset else g_o_t - tau * u_t * d_next
         d = grad_o * spike.derivative(v).astype(u_t.dtype) + tau * (1 - heaviside(v)) * d_next
-        return (d, d) if g_u_t is None else (d + g_u_t, d + g_u_t)
+        if g_u_t is not None:  # the membrane is an output too
+            d = d + g_u_t
+        return d, d
 
     _, dx = jax.lax.scan(step, jnp.zeros_like(u0), (g_o, g_u, u), reverse=True, unroll=unroll)
     keep0 = 1 - o0
