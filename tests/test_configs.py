@@ -18,7 +18,6 @@ from experiments.configs import paper
 from snn_jax import data as data_lib
 from snn_jax import training
 from snn_jax.data.events import EVENT_DATASETS
-from snn_jax.data.tfds_images import TFDS_DATASETS
 from snn_jax.training import sharding
 from tests.data.fakes import fake_prepared, install_fake_tonic, lay_out_tonic_files
 
@@ -61,18 +60,14 @@ def load(module, arg=None):
 
 
 def num_classes(config):
-    name = config.data.name
-    spec = TFDS_DATASETS.get(name) or EVENT_DATASETS[name]
-    return spec.num_classes
+    return data_lib.describe(config.data).num_classes
 
 
 def example_input(config):
     """One example in the layout the pipeline feeds the model (batch 1)."""
-    name, size = config.data.name, config.data.image_size
-    if name in EVENT_DATASETS:
-        return jax.ShapeDtypeStruct((config.time_steps, 1, size, size, 2), jnp.float32)
-    shape = TFDS_DATASETS[name].image_shape or (size, size, 3)
-    return jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    shape = data_lib.describe(config.data)
+    e = shape.example_shape
+    return jax.ShapeDtypeStruct((e[0], 1, *e[1:]) if shape.time_major else (1, *e), jnp.float32)
 
 
 @pytest.mark.parametrize(("module", "arg"), FULL + SMOKE)

@@ -51,8 +51,7 @@ from absl import app, flags
 
 import snn_jax
 from snn_jax import models
-from snn_jax.data.events import EVENT_DATASETS
-from snn_jax.data.tfds_images import TFDS_DATASETS
+from snn_jax.data import describe
 from snn_jax.training import create_train_state, make_optimizer, sharding, train_step
 from snn_jax.training.loop import build_model
 
@@ -302,30 +301,26 @@ def config_step_memory(module: str, variant: str | None, batch: int) -> dict:
     Nothing is initialised or run: the state and the batch are shapes only.
     """
     config = importlib.import_module(f"experiments.configs.{module}").get_config(variant)
-    name, t = config.data.name, config.time_steps
-    if name in EVENT_DATASETS:
-        size = config.data.image_size
-        classes, example, time_major = EVENT_DATASETS[name].num_classes, (size, size, 2), True
-    else:
-        spec = TFDS_DATASETS[name]
-        size = config.data.get("image_size")
-        example = spec.image_shape or (size, size, 3)
-        classes, time_major = spec.num_classes, False
-    model = build_model(config, classes)
+    shape = describe(config.data)
+    model = build_model(config, shape.num_classes)
     tx = make_optimizer(config.optimizer, 1000)
     mesh = sharding.make_mesh(jax.devices()[:1])
-    lead = (t, 1) if time_major else (1,)
-    abstract_example = jax.ShapeDtypeStruct((*lead, *example), jnp.float32)
+
+    def batch_of(n):  # the pipeline's layout: [T, B, ...] for events, [B, ...] otherwise
+        e = shape.example_shape
+        return (e[0], n, *e[1:]) if shape.time_major else (n, *e)
+
+    abstract_example = jax.ShapeDtypeStruct(batch_of(1), jnp.float32)
     state = jax.eval_shape(
         lambda: create_train_state(jax.random.PRNGKey(0), model, tx, abstract_example, mesh)
     )
-    images = (t, batch, *example) if time_major else (batch, *example)
+    images = batch_of(batch)
     data = {
         "image": jax.ShapeDtypeStruct(images, jnp.float32),
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
     }
     stats = compile_stats(jax.jit(train_step, donate_argnums=0), state, data)
-    return {"config": module, "variant": variant, "T": t, "batch": batch, **stats}
+    return {"config": module, "variant": variant, "T": config.time_steps, "batch": batch, **stats}
 
 
 def bench_configs(smoke: bool) -> list[dict]:

@@ -15,7 +15,7 @@ default), ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``,
     batches = prefetch(pipeline.train_batches(start_step))  # the same, prepared on a thread
 """
 
-from snn_jax.data.datasets import DATASET_NAMES, DataConfig, create_pipeline
+from snn_jax.data.datasets import DATASET_NAMES, DataConfig, DatasetShape, create_pipeline, describe
 from snn_jax.data.digits import DigitsSplit, load_digits_split
 from snn_jax.data.events import events_to_frames
 from snn_jax.data.pipeline import (
@@ -31,10 +31,12 @@ __all__ = [
     "DATASET_NAMES",
     "DataConfig",
     "DatasetNotFoundError",
+    "DatasetShape",
     "DigitsSplit",
     "Pipeline",
     "Source",
     "create_pipeline",
+    "describe",
     "epoch_permutation",
     "events_to_frames",
     "example_rng",

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from snn_jax.data.digits import digits_parts
-from snn_jax.data.events import EVENT_DATASETS, event_parts
+from snn_jax.data.digits import DIGITS_SHAPE, digits_parts
+from snn_jax.data.events import EVENT_DATASETS, event_parts, frame_shape
 from snn_jax.data.pipeline import Pipeline, check_batch_sizes
 from snn_jax.data.sources import DatasetParts
-from snn_jax.data.tfds_images import TFDS_DATASETS, tfds_parts
+from snn_jax.data.tfds_images import TFDS_DATASETS, tfds_example_shape, tfds_parts
 
-__all__ = ["DATASET_NAMES", "DataConfig", "create_pipeline"]
+__all__ = ["DATASET_NAMES", "DataConfig", "DatasetShape", "create_pipeline", "describe"]
 
 DATASET_NAMES: tuple[str, ...] = ("digits", *TFDS_DATASETS, *EVENT_DATASETS)
 
@@ -64,13 +64,42 @@ class DataConfig:
         return cls(**items)
 
 
-def _parts(cfg: DataConfig) -> DatasetParts:
-    cutout = int(cfg.cutout or 0)
+class DatasetShape(NamedTuple):
+    """What a data set's pipeline yields, known without reading it (see :func:`describe`)."""
+
+    num_classes: int
+    example_shape: tuple[int, ...]  # one example: [H, W, C], or [T, H, W, 2] for events
+    time_major: bool  # batches [T, B, H, W, 2] instead of [B, H, W, C]
+
+
+def describe(config: Mapping[str, Any] | Any) -> DatasetShape:
+    """Classes and example shape of the data set ``config`` (``config.data``), reading nothing.
+
+    The same as the :class:`Pipeline` that :func:`create_pipeline` would build
+    reports, for planning (model input shapes, memory) without the data.
+
+    >>> describe({"name": "cifar10"})
+    DatasetShape(num_classes=10, example_shape=(32, 32, 3), time_major=False)
+    >>> describe({"name": "dvs_gesture", "time_steps": 40, "image_size": 32}).example_shape
+    (40, 32, 32, 2)
+    """
+    cfg = config if isinstance(config, DataConfig) else DataConfig.from_config(config)
     if cfg.name == "digits":
-        if cfg.image_size not in (None, 8):
+        if cfg.image_size not in (None, DIGITS_SHAPE[0]):
             raise ValueError(
                 f"digits images are 8x8; image_size must be None or 8, got {cfg.image_size}"
             )
+        return DatasetShape(10, DIGITS_SHAPE, False)
+    if cfg.name in TFDS_DATASETS:
+        spec = TFDS_DATASETS[cfg.name]
+        return DatasetShape(spec.num_classes, tfds_example_shape(cfg.name, cfg.image_size), False)
+    shape = frame_shape(cfg.name, cfg.time_steps, cfg.image_size)
+    return DatasetShape(EVENT_DATASETS[cfg.name].num_classes, shape, True)
+
+
+def _parts(cfg: DataConfig) -> DatasetParts:
+    cutout = int(cfg.cutout or 0)
+    if cfg.name == "digits":
         return digits_parts(augment=bool(cfg.augment), cutout=cutout)
     if cfg.name in TFDS_DATASETS:
         return tfds_parts(
@@ -131,6 +160,7 @@ def create_pipeline(
     process_index = 0 if process_index is None else process_index
     process_count = 1 if process_count is None else process_count
     check_batch_sizes(global_batch_size, eval_batch_size, process_index, process_count)
+    describe(cfg)  # image_size and time_steps
     parts = _parts(cfg)  # may read a whole data set: check the cheap things first
     return Pipeline.build(
         name=cfg.name,

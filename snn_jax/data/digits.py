@@ -8,8 +8,9 @@ import numpy as np
 
 from snn_jax.data.sources import ArraySource, DatasetParts, ImageTransform
 
-__all__ = ["DigitsSplit", "load_digits_split"]
+__all__ = ["DIGITS_SHAPE", "DigitsSplit", "load_digits_split"]
 
+DIGITS_SHAPE: tuple[int, int, int] = (8, 8, 1)  # [H, W, C] of one image
 _TEST_FRACTION = 0.2
 _SPLIT_SEED = 0  # the split is part of the data set, not of the run: never the run seed
 _MAX_PIXEL = 16.0
@@ -75,7 +76,7 @@ def digits_parts(*, augment: bool = False, cutout: int = 0) -> DatasetParts:
     test_tf = ImageTransform(mean=(0.0,), std=(_MAX_PIXEL,))
     return DatasetParts(
         num_classes=10,
-        example_shape=(8, 8, 1),
+        example_shape=DIGITS_SHAPE,
         time_major=False,
         train=ArraySource(x_train, y_train, train_tf, augments=train_tf.augments),
         test=ArraySource(x_test, y_test, test_tf),

@@ -31,7 +31,7 @@ from snn_jax.data import augment
 from snn_jax.data.pipeline import DatasetNotFoundError
 from snn_jax.data.sources import ArraySource, DatasetParts
 
-__all__ = ["EVENT_DATASETS", "EventTransform", "event_parts", "events_to_frames"]
+__all__ = ["EVENT_DATASETS", "EventTransform", "event_parts", "events_to_frames", "frame_shape"]
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,23 @@ def default_data_dir() -> str:
     return os.path.expanduser("~/tonic_data")
 
 
+def frame_shape(
+    name: str, time_steps: int | None, image_size: int | None = None
+) -> tuple[int, int, int, int]:
+    """``[T, S, S, 2]`` of one example of ``name`` as :func:`event_parts` yields it.
+
+    ``S`` is ``image_size`` (None: the sensor's side).
+
+    >>> frame_shape("dvs_gesture", 40, 32), frame_shape("cifar10_dvs", 10)
+    ((40, 32, 32, 2), (10, 128, 128, 2))
+    """
+    spec = EVENT_DATASETS[name]
+    if time_steps is None or time_steps < 1:
+        raise ValueError(f"{name} needs time_steps >= 1 frames, got {time_steps}")
+    size = spec.sensor_size[0] if image_size is None else int(image_size)
+    return (int(time_steps), size, size, 2)
+
+
 def event_parts(
     name: str,
     *,
@@ -340,9 +357,8 @@ def event_parts(
       ImportError: if the cache must be built and tonic is missing.
     """
     spec = EVENT_DATASETS[name]
-    if time_steps is None or time_steps < 1:
-        raise ValueError(f"{name} needs time_steps >= 1 frames, got {time_steps}")
-    size = spec.sensor_size[0] if image_size is None else int(image_size)
+    shape = frame_shape(name, time_steps, image_size)
+    size = shape[1]
     data_dir = default_data_dir() if data_dir is None else os.path.expanduser(data_dir)
     cache_dir = os.path.join(data_dir, "snn_jax_cache") if cache_dir is None else cache_dir
     workers = num_workers or min(8, os.cpu_count() or 1)
@@ -365,7 +381,7 @@ def event_parts(
             )
         frames = np.load(frames_path, mmap_mode="r")
         labels = np.load(labels_path)
-        if frames.shape[1:] != (time_steps, size, size, 2) or len(frames) != len(labels):
+        if frames.shape[1:] != shape or len(frames) != len(labels):
             raise ValueError(
                 f"corrupt cache {frames_path}: frames {frames.shape}, labels {labels.shape}, "
                 f"expected [N, {time_steps}, {size}, {size}, 2] and [N]; delete it to rebuild"
@@ -374,6 +390,4 @@ def event_parts(
             augment=augment and split == "train", flip=spec.flip, max_shift=size // 8
         )
         sources[split] = ArraySource(frames, labels, tf, augments=tf.augments)
-    return DatasetParts(
-        spec.num_classes, (time_steps, size, size, 2), True, sources["train"], sources["test"]
-    )
+    return DatasetParts(spec.num_classes, shape, True, sources["train"], sources["test"])

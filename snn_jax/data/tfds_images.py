@@ -22,7 +22,7 @@ from snn_jax.data import augment
 from snn_jax.data.pipeline import DatasetNotFoundError
 from snn_jax.data.sources import ArraySource, DatasetParts, ImageTransform
 
-__all__ = ["TFDS_DATASETS", "check_prepared", "tfds_parts"]
+__all__ = ["TFDS_DATASETS", "check_prepared", "tfds_example_shape", "tfds_parts"]
 
 
 def _pixels(values: Sequence[float]) -> tuple[float, ...]:
@@ -190,6 +190,27 @@ def _imagenet_fn(spec: _Spec, image_size: int, train: bool, cutout: int):
     return example
 
 
+def tfds_example_shape(name: str, image_size: int | None = None) -> tuple[int, int, int]:
+    """``[H, W, C]`` of one example of ``name`` as :func:`tfds_parts` yields it.
+
+    ImageNet: ``image_size`` (None: 224) square crops; the other data sets have
+    one size, and ``image_size`` must be None or that size.
+
+    >>> tfds_example_shape("cifar10"), tfds_example_shape("imagenet2012", 128)
+    ((32, 32, 3), (128, 128, 3))
+    """
+    spec = TFDS_DATASETS[name]
+    if spec.image_shape is None:
+        size = 224 if image_size is None else int(image_size)
+        return (size, size, 3)
+    if image_size is not None and image_size != spec.image_shape[0]:
+        raise ValueError(
+            f"{name} images are {spec.image_shape[0]}x{spec.image_shape[1]}; image_size must be "
+            f"None or {spec.image_shape[0]}, got {image_size}"
+        )
+    return spec.image_shape
+
+
 def tfds_parts(
     name: str,
     *,
@@ -222,26 +243,22 @@ def tfds_parts(
       DatasetNotFoundError: if the data set is not prepared in ``data_dir``.
     """
     spec = TFDS_DATASETS[name]
+    shape = tfds_example_shape(name, image_size)
     data_dir = default_data_dir() if data_dir is None else os.path.expanduser(data_dir)
     splits = ("train", spec.test_split)
     check_prepared(name, data_dir, splits)
     train_ds, test_ds = (_open(name, s, data_dir) for s in splits)
 
     if spec.image_shape is None:  # ImageNet: decode per batch
-        size = 224 if image_size is None else int(image_size)
+        size = shape[0]
         workers = num_workers or min(16, os.cpu_count() or 1)
         executor = ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-decode")
         train = LazySource(
             train_ds, _imagenet_fn(spec, size, True, cutout), augment or cutout > 0, executor
         )
         test = LazySource(test_ds, _imagenet_fn(spec, size, False, 0), False, executor)
-        return DatasetParts(spec.num_classes, (size, size, 3), False, train, test)
+        return DatasetParts(spec.num_classes, shape, False, train, test)
 
-    if image_size is not None and image_size != spec.image_shape[0]:
-        raise ValueError(
-            f"{name} images are {spec.image_shape[0]}x{spec.image_shape[1]}; image_size must be "
-            f"None or {spec.image_shape[0]}, got {image_size}"
-        )
     train_tf = ImageTransform(
         spec.mean, spec.std, augment=augment, padding=spec.padding, flip=spec.flip, cutout=cutout
     )
@@ -250,4 +267,4 @@ def tfds_parts(
         *_read_all(train_ds, spec.image_shape), train_tf, augments=train_tf.augments
     )
     test = ArraySource(*_read_all(test_ds, spec.image_shape), test_tf)
-    return DatasetParts(spec.num_classes, spec.image_shape, False, train, test)
+    return DatasetParts(spec.num_classes, shape, False, train, test)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from snn_jax.data import DATASET_NAMES, create_pipeline, load_digits_split
+from snn_jax.data import DATASET_NAMES, create_pipeline, describe, load_digits_split
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,7 @@ def test_pipeline_fields_and_batches():
         (8, 8, 1),
         False,
     )
+    assert describe({"name": "digits"}) == (p.num_classes, p.example_shape, p.time_major)
     assert (p.train_size, p.test_size, p.steps_per_epoch) == (1437, 360, 1437 // 64)
     batch = next(p.train_batches())
     assert batch["image"].shape == (64, 8, 8, 1)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from snn_jax.data import DatasetNotFoundError, create_pipeline, events_to_frames
+from snn_jax.data import DatasetNotFoundError, create_pipeline, describe, events_to_frames
 from snn_jax.data.events import cache_paths, cifar10_dvs_split
 from tests.data.fakes import (
     CIFAR_DVS_DTYPE,
@@ -127,6 +127,9 @@ def test_downsampled_frames_keep_counts(tmp_path, fake_tonic):
     data_dir = lay_out_tonic_files(tmp_path, "dvs_gesture")
     p = make("dvs_gesture", data_dir, image_size=32)
     assert p.example_shape == (T, 32, 32, 2)
+    # describe() knows it without the data.
+    described = describe({"name": "dvs_gesture", "time_steps": T, "image_size": 32})
+    assert described == (p.num_classes, p.example_shape, p.time_major)
     batch = next(p.eval_batches())
     assert batch["image"].shape == (T, 4, 32, 32, 2)
     test = FakeDVSGesture(data_dir, train=False)

@@ -13,7 +13,12 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("PIL")
 
-from snn_jax.data import DatasetNotFoundError, create_pipeline, epoch_permutation  # noqa: E402
+from snn_jax.data import (  # noqa: E402
+    DatasetNotFoundError,
+    create_pipeline,
+    describe,
+    epoch_permutation,
+)
 from snn_jax.data.tfds_images import TFDS_DATASETS  # noqa: E402
 from tests.data.fakes import fake_prepared  # noqa: E402
 
@@ -45,6 +50,7 @@ def test_shapes_labels_normalisation(tmp_path, name, shape):
         p = pipeline(name, data_dir)
         raw, labels = raw_records(name, spec.test_split, NUM_EXAMPLES)
     assert (p.num_classes, p.example_shape, p.time_major) == (10, shape, False)
+    assert describe({"name": name}) == (p.num_classes, p.example_shape, p.time_major)
     assert (p.train_size, p.test_size) == (NUM_EXAMPLES, NUM_EXAMPLES)
     batch = p.train_batch(0)
     assert batch["image"].shape == (8, *shape)
