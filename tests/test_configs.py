@@ -65,9 +65,7 @@ def num_classes(config):
 
 def example_input(config):
     """One example in the layout the pipeline feeds the model (batch 1)."""
-    shape = data_lib.describe(config.data)
-    e = shape.example_shape
-    return jax.ShapeDtypeStruct((e[0], 1, *e[1:]) if shape.time_major else (1, *e), jnp.float32)
+    return jax.ShapeDtypeStruct(data_lib.describe(config.data).batch_shape(1), jnp.float32)
 
 
 @pytest.mark.parametrize(("module", "arg"), FULL + SMOKE)

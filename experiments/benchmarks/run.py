@@ -305,18 +305,12 @@ def config_step_memory(module: str, variant: str | None, batch: int) -> dict:
     model = build_model(config, shape.num_classes)
     tx = make_optimizer(config.optimizer, 1000)
     mesh = sharding.make_mesh(jax.devices()[:1])
-
-    def batch_of(n):  # the pipeline's layout: [T, B, ...] for events, [B, ...] otherwise
-        e = shape.example_shape
-        return (e[0], n, *e[1:]) if shape.time_major else (n, *e)
-
-    abstract_example = jax.ShapeDtypeStruct(batch_of(1), jnp.float32)
+    abstract_example = jax.ShapeDtypeStruct(shape.batch_shape(1), jnp.float32)
     state = jax.eval_shape(
         lambda: create_train_state(jax.random.PRNGKey(0), model, tx, abstract_example, mesh)
     )
-    images = batch_of(batch)
     data = {
-        "image": jax.ShapeDtypeStruct(images, jnp.float32),
+        "image": jax.ShapeDtypeStruct(shape.batch_shape(batch), jnp.float32),
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
     }
     stats = compile_stats(jax.jit(train_step, donate_argnums=0), state, data)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from snn_jax.data.digits import DIGITS_SHAPE, digits_parts
 from snn_jax.data.events import EVENT_DATASETS, event_parts, frame_shape
-from snn_jax.data.pipeline import Pipeline, check_batch_sizes
+from snn_jax.data.pipeline import DatasetShape, Pipeline, check_batch_sizes
 from snn_jax.data.sources import DatasetParts
 from snn_jax.data.tfds_images import TFDS_DATASETS, tfds_example_shape, tfds_parts
 
@@ -62,14 +62,6 @@ class DataConfig:
         if int(items.get("cutout") or 0) < 0:
             raise ValueError(f"cutout must be >= 0 pixels, got {items['cutout']}")
         return cls(**items)
-
-
-class DatasetShape(NamedTuple):
-    """What a data set's pipeline yields, known without reading it (see :func:`describe`)."""
-
-    num_classes: int
-    example_shape: tuple[int, ...]  # one example: [H, W, C], or [T, H, W, 2] for events
-    time_major: bool  # batches [T, B, H, W, 2] instead of [B, H, W, C]
 
 
 def describe(config: Mapping[str, Any] | Any) -> DatasetShape:

@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "DatasetNotFoundError",
+    "DatasetShape",
     "Pipeline",
     "Source",
     "check_batch_sizes",
@@ -100,6 +101,23 @@ def check_batch_sizes(
                 f"{process_count} (each process yields {key} // process_count examples); "
                 f"use e.g. {max(1, value // process_count + 1) * process_count}"
             )
+
+
+class DatasetShape(NamedTuple):
+    """What a data set's batches look like, known without reading it (``data.describe``)."""
+
+    num_classes: int
+    example_shape: tuple[int, ...]  # one example: [H, W, C], or [T, H, W, 2] for events
+    time_major: bool  # batches [T, B, H, W, 2] instead of [B, H, W, C]
+
+    def batch_shape(self, batch: int) -> tuple[int, ...]:
+        """The ``image`` shape of a batch of ``batch`` examples.
+
+        >>> DatasetShape(11, (40, 32, 32, 2), True).batch_shape(16)
+        (40, 16, 32, 32, 2)
+        """
+        e = self.example_shape
+        return (e[0], batch, *e[1:]) if self.time_major else (batch, *e)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +207,11 @@ class Pipeline:
     def num_eval_batches(self) -> int:
         """Eval batches in one pass over the test split (the last one padded)."""
         return math.ceil(self.test_size / self.eval_batch_size)
+
+    @property
+    def shape(self) -> DatasetShape:
+        """Classes, example shape and layout (``shape.batch_shape(b)``: one batch's image shape)."""
+        return DatasetShape(self.num_classes, self.example_shape, self.time_major)
 
     def _local(self, global_indices: np.ndarray) -> np.ndarray:
         size = len(global_indices) // self.process_count

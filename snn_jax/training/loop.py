@@ -148,16 +148,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     model = build_model(config, pipeline.num_classes)
     tx = optim.make_optimizer(config.optimizer, total)
-    example_shape = pipeline.example_shape
-    if pipeline.time_major:
-        example_shape = (example_shape[0], 1, *example_shape[1:])
-    else:
-        example_shape = (1, *example_shape)
     state = create_train_state(
         jax.random.PRNGKey(config.seed),
         model,
         tx,
-        jax.ShapeDtypeStruct(example_shape, jnp.float32),
+        jax.ShapeDtypeStruct(pipeline.shape.batch_shape(1), jnp.float32),
         mesh,
     )
     state_sharding = jax.tree.map(lambda x: x.sharding, state)

@@ -71,7 +71,7 @@ def test_pipeline_fields_and_batches():
         (8, 8, 1),
         False,
     )
-    assert describe({"name": "digits"}) == (p.num_classes, p.example_shape, p.time_major)
+    assert describe({"name": "digits"}) == p.shape
     assert (p.train_size, p.test_size, p.steps_per_epoch) == (1437, 360, 1437 // 64)
     batch = next(p.train_batches())
     assert batch["image"].shape == (64, 8, 8, 1)

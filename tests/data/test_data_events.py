@@ -129,9 +129,9 @@ def test_downsampled_frames_keep_counts(tmp_path, fake_tonic):
     assert p.example_shape == (T, 32, 32, 2)
     # describe() knows it without the data.
     described = describe({"name": "dvs_gesture", "time_steps": T, "image_size": 32})
-    assert described == (p.num_classes, p.example_shape, p.time_major)
+    assert described == p.shape
     batch = next(p.eval_batches())
-    assert batch["image"].shape == (T, 4, 32, 32, 2)
+    assert batch["image"].shape == (T, 4, 32, 32, 2) == p.shape.batch_shape(4)
     test = FakeDVSGesture(data_dir, train=False)
     for j in range(4):
         assert batch["image"][:, j].sum() == len(test[j][0])
