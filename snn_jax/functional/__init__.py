@@ -1,9 +1,17 @@
-"""Pure JAX mathematics of snn-jax: surrogate spikes, the LIF neuron, tdBN statistics.
+"""Pure JAX mathematics of snn-jax: surrogate spikes, the LIF neuron, tdBN statistics,
+compact residuals.
 
 Nothing here knows of Flax. Arrays are time-major ``[T, B, ...]``, channels last.
 """
 
 from snn_jax.functional import surrogate
+from snn_jax.functional.compact import (
+    Currents,
+    lif_from_currents,
+    pack_spikes,
+    spike_conv_general_dilated,
+    unpack_spikes,
+)
 from snn_jax.functional.lif import (
     RESETS,
     LIFState,
@@ -12,16 +20,22 @@ from snn_jax.functional.lif import (
     lif_scan,
     lif_step,
 )
-from snn_jax.functional.tdbn import tdbn_normalize, tdbn_statistics
+from snn_jax.functional.tdbn import tdbn_affine, tdbn_normalize, tdbn_statistics
 
 __all__ = [
     "RESETS",
+    "Currents",
     "LIFState",
     "aggregate_gradient",
     "check_lif_params",
+    "lif_from_currents",
     "lif_scan",
     "lif_step",
+    "pack_spikes",
+    "spike_conv_general_dilated",
     "surrogate",
+    "tdbn_affine",
     "tdbn_normalize",
     "tdbn_statistics",
+    "unpack_spikes",
 ]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["tdbn_normalize", "tdbn_statistics"]
+__all__ = ["tdbn_affine", "tdbn_normalize", "tdbn_statistics"]
 
 
 def tdbn_statistics(x: Array, axis_name: str | None = None) -> tuple[Array, Array]:
@@ -49,6 +49,32 @@ def tdbn_statistics(x: Array, axis_name: str | None = None) -> tuple[Array, Arra
     return mean, var
 
 
+def tdbn_affine(
+    mean: Array,
+    var: Array,
+    scale: Array | None = None,
+    bias: Array | None = None,
+    *,
+    alpha: float = 1.0,
+    v_th: float = 0.5,
+    epsilon: float = 1e-5,
+) -> tuple[Array, Array]:
+    """Per-channel ``(factor, shift)`` with ``tdbn_normalize(x, ...) == x * factor + shift``.
+
+    ``factor = scale * alpha * v_th / sqrt(var + epsilon)``, ``shift = bias - mean * factor``.
+
+    >>> tdbn_affine(jnp.array([1.0]), jnp.array([4.0]), epsilon=0.0)
+    (Array([0.25], dtype=float32), Array([-0.25], dtype=float32))
+    """
+    factor = alpha * v_th * jax.lax.rsqrt(var + epsilon)
+    if scale is not None:
+        factor = factor * scale
+    shift = -mean * factor
+    if bias is not None:
+        shift = shift + bias
+    return factor, shift
+
+
 def tdbn_normalize(
     x: Array,
     mean: Array,
@@ -75,10 +101,5 @@ def tdbn_normalize(
     Array([[-0.5],
            [ 0.5]], dtype=float32)
     """
-    factor = alpha * v_th * jax.lax.rsqrt(var + epsilon)
-    if scale is not None:
-        factor = factor * scale
-    shift = -mean * factor
-    if bias is not None:
-        shift = shift + bias
+    factor, shift = tdbn_affine(mean, var, scale, bias, alpha=alpha, v_th=v_th, epsilon=epsilon)
     return (x * factor.astype(x.dtype) + shift.astype(x.dtype)).astype(x.dtype)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from snn_jax import surrogate as surrogate_lib
+from snn_jax.functional.compact import Currents, spike_conv_general_dilated
 from snn_jax.functional.lif import RESETS
 from snn_jax.nn import LIF, TdBatchNorm, direct_encode, fold_time, unfold_time
 from snn_jax.nn.neurons import GRADIENTS
@@ -57,7 +58,9 @@ __all__ = [
 NORMS: tuple[str, ...] = ("tdbn", "bn", "none")
 NEURONS: tuple[str, ...] = ("lif", "relu")
 # "remat": recompute each block/unit in the backward pass instead of storing its activations.
-MEMORY_OPTIONS: tuple[str, ...] = ("none", "remat")
+# "compact": store spikes as bits and recompute membranes (snn_jax.functional.compact); for
+# LIF neurons after a norm, with the hard reset, the STBP gradient and one threshold.
+MEMORY_OPTIONS: tuple[str, ...] = ("none", "remat", "compact")
 
 
 def conv_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -148,6 +151,10 @@ class LayerFactory:
         the surrogate's default width/alpha/slope; see :class:`snn_jax.nn.LIF`).
       dtype: compute dtype of conv and dense layers. Norm outputs and membrane
         potentials stay float32.
+      memory: one of :data:`MEMORY_OPTIONS`. With ``"compact"``, convs of
+        spikes store their input as bits and ``normalize`` returns
+        :class:`~snn_jax.functional.Currents` for the neuron (see
+        :mod:`snn_jax.functional.compact`); ``"remat"`` is the models' business.
     """
 
     norm: str = "tdbn"
@@ -162,6 +169,7 @@ class LayerFactory:
     reset: str = "zero"
     channel_threshold: bool = False
     gradient: str = "stbp"
+    memory: str = "none"
 
     def __post_init__(self):
         check_choice("norm", self.norm, NORMS)
@@ -169,10 +177,42 @@ class LayerFactory:
         check_choice("surrogate", self.surrogate, surrogate_lib.NAMES)
         check_choice("reset", self.reset, RESETS)
         check_choice("gradient", self.gradient, GRADIENTS)
+        check_choice("memory option", self.memory, MEMORY_OPTIONS)
+        if self.compact:
+            conflicts = {
+                "neuron='relu'": self.neuron != "lif",
+                "norm='none'": self.norm == "none",
+                "reset='subtract'": self.reset != "zero",
+                "channel_threshold": self.channel_threshold,
+                "gradient='aggregate'": self.gradient != "stbp",
+            }
+            if any(conflicts.values()):
+                names = ", ".join(k for k, v in conflicts.items() if v)
+                raise ValueError(
+                    "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
+                    f"threshold and the STBP gradient; got {names}. Use memory='none' or 'remat'"
+                )
 
-    def conv(self, features: int, kernel_size: int, strides: int = 1, *, name: str) -> nn.Conv:
-        """A square conv with symmetric padding ``(k - 1) // 2`` (as torchvision)."""
+    @property
+    def compact(self) -> bool:
+        return self.memory == "compact"
+
+    def conv(
+        self,
+        features: int,
+        kernel_size: int,
+        strides: int = 1,
+        *,
+        spike_input: bool = False,
+        name: str,
+    ) -> nn.Conv:
+        """A square conv with symmetric padding ``(k - 1) // 2`` (as torchvision).
+
+        ``spike_input``: the conv's input is spikes (a LIF layer's output); with
+        ``memory="compact"`` it is then stored as bits for the backward pass.
+        """
         pad = (kernel_size - 1) // 2
+        conv_fn = spike_conv_general_dilated if spike_input and self.compact else None
         return nn.Conv(
             features,
             (kernel_size, kernel_size),
@@ -181,21 +221,40 @@ class LayerFactory:
             use_bias=self.norm == "none",
             kernel_init=conv_init,
             dtype=self.dtype,
+            conv_general_dilated=conv_fn,
             name=name,
         )
 
     def dense(self, features: int, *, name: str) -> nn.Dense:
         return nn.Dense(features, use_bias=self.norm == "none", dtype=self.dtype, name=name)
 
-    def normalize(self, x: Array, train: bool, *, alpha: float = 1.0, name: str) -> Array:
-        """The norm layer on ``x`` ``[T, B, ..., C]`` (``alpha`` is used by tdBN only)."""
+    def normalize(
+        self, x: Array, train: bool, *, alpha: float = 1.0, name: str
+    ) -> Array | Currents:
+        """The norm layer on ``x`` ``[T, B, ..., C]`` (``alpha`` is used by tdBN only).
+
+        With ``memory="compact"`` the result is ``Currents`` for :meth:`activate`.
+        """
         if self.norm == "none":
             return x
         alpha, v_th = (alpha, self.v_th) if self.norm == "tdbn" else (1.0, 1.0)
         layer = TdBatchNorm(alpha=alpha, v_th=v_th, dtype=jnp.float32, name=name)
+        if self.compact:
+            factor, shift = layer(x, use_running_average=not train, return_affine=True)
+            return Currents.affine(x, factor, shift)
         return layer(x, use_running_average=not train)
 
-    def activate(self, x: Array, *, name: str) -> Array:
+    def add_shortcut(self, y: Array | Currents, shortcut: Array | Currents) -> Array | Currents:
+        """``y + shortcut`` before a residual block's neuron.
+
+        With ``memory="compact"`` an identity shortcut is the block's input
+        spikes, stored as bits.
+        """
+        if isinstance(y, Currents) and not isinstance(shortcut, Currents):
+            return y.add_spikes(shortcut)
+        return y + shortcut
+
+    def activate(self, x: Array | Currents, *, name: str) -> Array:
         """The neuron on ``x`` ``[T, B, ...]``: LIF spikes (float32) or ReLU."""
         if self.neuron == "relu":
             return nn.relu(x)
@@ -210,23 +269,28 @@ class LayerFactory:
             gradient=self.gradient,
             name=name,
         )
-        return lif(x.astype(jnp.float32))
+        return lif(x if isinstance(x, Currents) else x.astype(jnp.float32))
 
 
 class ConvUnit(nn.Module):
     """``conv(k x k, stride) -> norm -> neuron`` on ``[T, B, H, W, C]``.
 
-    Layers: ``conv``, ``norm``, ``lif``.
+    Layers: ``conv``, ``norm``, ``lif``. ``spike_input``: the input is spikes
+    (see :meth:`LayerFactory.conv`).
     """
 
     layers: LayerFactory
     features: int
     kernel_size: int = 3
     strides: int = 1
+    spike_input: bool = False
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
-        conv = self.layers.conv(self.features, self.kernel_size, self.strides, name="conv")
+        lay = self.layers
+        conv = lay.conv(
+            self.features, self.kernel_size, self.strides, spike_input=self.spike_input, name="conv"
+        )
         x = self.layers.normalize(folded(conv, x), train, name="norm")
         return self.layers.activate(x, name="lif")
 
@@ -260,7 +324,9 @@ class SpikingModel(nn.Module):
       surrogate_param: its width/alpha/slope; ``None``: that surrogate's default.
       detach_reset: stop the gradient through the LIF reset.
       unroll: ``lax.scan`` unroll factor of the LIF layers.
-      memory: ``"none"`` or ``"remat"`` (recompute blocks in the backward pass).
+      memory: one of :data:`MEMORY_OPTIONS`: ``"none"``, ``"remat"`` (recompute
+        blocks in the backward pass) or ``"compact"`` (spikes stored as bits,
+        membranes recomputed: :mod:`snn_jax.functional.compact`).
       dtype: compute dtype of convs and dense layers.
       reset: LIF reset, ``"zero"`` (hard, default) or ``"subtract"``.
       channel_threshold: per-channel LIF thresholds, parameters ``v_th`` ``[C]``
@@ -286,8 +352,7 @@ class SpikingModel(nn.Module):
     gradient: str = "stbp"
 
     def __post_init__(self):
-        check_choice("memory option", self.memory, MEMORY_OPTIONS)
-        self.layer_factory()  # validates norm, neuron and surrogate early
+        self.layer_factory()  # validates norm, neuron, surrogate and memory option early
         super().__post_init__()
 
     def layer_factory(self) -> LayerFactory:
@@ -304,6 +369,7 @@ class SpikingModel(nn.Module):
             reset=self.reset,
             channel_threshold=self.channel_threshold,
             gradient=self.gradient,
+            memory=self.memory,
         )
 
     def maybe_remat(self, cls: type[nn.Module]) -> type[nn.Module]:

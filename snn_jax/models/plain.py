@@ -66,6 +66,8 @@ class PlainCNN(SpikingModel):
             for j in range(size):
                 k += 1
                 strides = 2 if i > 0 and j == 0 else 1
-                x = unit(layers, self.width * 2**i, 3, strides, name=f"unit{k}")(x, train)
+                x = unit(layers, self.width * 2**i, 3, strides, spike_input=k > 1, name=f"unit{k}")(
+                    x, train
+                )
         x = jnp.mean(x, axis=(2, 3))  # global average pool: [T, B, C]
         return MeanDecoder(self.num_classes, dtype=self.dtype, name="decoder")(x)

@@ -90,7 +90,7 @@ def _shortcut(layers: LayerFactory, x: Array, features: int, strides: int, train
     """Identity if the shape is kept, else ``conv1x1(strides) -> norm(alpha=1/sqrt2)``."""
     if strides == 1 and x.shape[-1] == features:
         return x
-    conv = layers.conv(features, 1, strides, name="shortcut_conv")
+    conv = layers.conv(features, 1, strides, spike_input=True, name="shortcut_conv")
     return layers.normalize(folded(conv, x), train, alpha=RESIDUAL_ALPHA, name="shortcut_norm")
 
 
@@ -108,11 +108,11 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
         lay = self.layers
-        y = folded(lay.conv(self.features, 3, self.strides, name="conv1"), x)
-        y = lay.activate(lay.normalize(y, train, name="norm1"), name="lif1")
-        y = folded(lay.conv(self.features, 3, name="conv2"), y)
+        conv1 = lay.conv(self.features, 3, self.strides, spike_input=True, name="conv1")
+        y = lay.activate(lay.normalize(folded(conv1, x), train, name="norm1"), name="lif1")
+        y = folded(lay.conv(self.features, 3, spike_input=True, name="conv2"), y)
         y = lay.normalize(y, train, alpha=RESIDUAL_ALPHA, name="norm2")
-        y = y + _shortcut(lay, x, self.features, self.strides, train)
+        y = lay.add_shortcut(y, _shortcut(lay, x, self.features, self.strides, train))
         return lay.activate(y, name="lif2")
 
 
@@ -133,13 +133,13 @@ class BottleneckBlock(nn.Module):
     def __call__(self, x: Array, train: bool = True) -> Array:
         lay = self.layers
         out = self.features * self.expansion
-        y = folded(lay.conv(self.features, 1, name="conv1"), x)
+        y = folded(lay.conv(self.features, 1, spike_input=True, name="conv1"), x)
         y = lay.activate(lay.normalize(y, train, name="norm1"), name="lif1")
-        y = folded(lay.conv(self.features, 3, self.strides, name="conv2"), y)
-        y = lay.activate(lay.normalize(y, train, name="norm2"), name="lif2")
-        y = folded(lay.conv(out, 1, name="conv3"), y)
+        conv2 = lay.conv(self.features, 3, self.strides, spike_input=True, name="conv2")
+        y = lay.activate(lay.normalize(folded(conv2, y), train, name="norm2"), name="lif2")
+        y = folded(lay.conv(out, 1, spike_input=True, name="conv3"), y)
         y = lay.normalize(y, train, alpha=RESIDUAL_ALPHA, name="norm3")
-        y = y + _shortcut(lay, x, out, self.strides, train)
+        y = lay.add_shortcut(y, _shortcut(lay, x, out, self.strides, train))
         return lay.activate(y, name="lif3")
 
 

@@ -54,7 +54,7 @@ class DigitsCNN(SpikingModel):
         x = encode_input(x, self.time_steps, 3)
         unit = self.maybe_remat(ConvUnit)
         x = unit(layers, self.width, 3, 1, name="conv1")(x, train)
-        x = unit(layers, 2 * self.width, 3, 1, name="conv2")(x, train)
+        x = unit(layers, 2 * self.width, 3, 1, spike_input=True, name="conv2")(x, train)
         x = folded(_avg_pool_2x2, x)
         x = x.reshape(*x.shape[:2], -1)  # flatten: [T, B, H*W*C]
         x = self.maybe_remat(DenseUnit)(layers, self.hidden_features, name="fc")(x, train)

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from snn_jax.functional import compact
 from snn_jax.functional import lif as lif_lib
 from snn_jax.functional import surrogate as surrogate_lib
 
@@ -42,6 +43,12 @@ class LIF(nn.Module):
         surrogate; ``"aggregate"``: spike-based BP (Lee et al. 2020), see
         :func:`snn_jax.functional.aggregate_gradient`.
 
+    The input may also be :class:`snn_jax.functional.Currents` (tdBN outputs
+    left unsummed, as a model with ``memory="compact"`` builds them): the layer
+    then runs :func:`snn_jax.functional.lif_from_currents`, which stores bits
+    and conv outputs instead of membranes for the backward pass (a constant
+    ``tau``, hard reset, STBP gradient, one threshold).
+
     The layer sows its mean firing rate as ``intermediates/firing_rate``.
 
     >>> import jax
@@ -61,10 +68,12 @@ class LIF(nn.Module):
     gradient: str = "stbp"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array | compact.Currents) -> jax.Array:
         lif_lib.check_lif_params(self.tau, self.v_th, self.reset)
         if self.gradient not in GRADIENTS:
             raise ValueError(f"unknown gradient {self.gradient!r}; expected one of {GRADIENTS}")
+        if isinstance(x, compact.Currents):
+            return self._from_currents(x)
         if x.ndim < 2:
             raise ValueError(
                 f"LIF expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
@@ -92,6 +101,35 @@ class LIF(nn.Module):
         if self.gradient == "aggregate":
             spikes = lif_lib.aggregate_gradient(x, spikes, v_th)
         self.sow("intermediates", "firing_rate", jnp.mean(spikes.astype(jnp.float32)))
+        return spikes
+
+    def _from_currents(self, currents: compact.Currents) -> jax.Array:
+        unsupported = {
+            "learn_tau": self.learn_tau,
+            "reset='subtract'": self.reset != "zero",
+            "channel_threshold": self.channel_threshold,
+            "gradient='aggregate'": self.gradient != "stbp",
+        }
+        if any(unsupported.values()):
+            names = ", ".join(k for k, v in unsupported.items() if v)
+            raise ValueError(
+                f"LIF on Currents (memory='compact') supports a constant tau, the hard reset, one "
+                f"threshold and the STBP gradient; this layer sets {names}"
+            )
+        if currents.terms[0][0].ndim < 2:
+            raise ValueError(
+                "LIF expects a time-major input [T, B, ...] (ndim >= 2), got Currents of shape "
+                f"{currents.terms[0][0].shape}"
+            )
+        spikes = compact.lif_from_currents(
+            currents,
+            tau=self.tau,
+            v_th=self.v_th,
+            surrogate=self.surrogate or surrogate_lib.get("rectangular", width=1.0),
+            detach_reset=self.detach_reset,
+            unroll=self.unroll,
+        )
+        self.sow("intermediates", "firing_rate", jnp.mean(spikes))
         return spikes
 
 

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snn_jax.functional.tdbn import tdbn_normalize, tdbn_statistics
+from snn_jax.functional.tdbn import tdbn_affine, tdbn_statistics
 
 __all__ = ["TdBatchNorm"]
 
@@ -56,7 +56,15 @@ class TdBatchNorm(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, use_running_average: bool | None = None, *, return_affine: bool = False
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """The normalized ``x``; with ``return_affine`` instead ``(factor, shift)`` ``[C]``.
+
+        ``y = x * factor + shift`` (float32) is then left to the caller, e.g. a
+        LIF layer fed by :class:`snn_jax.functional.Currents`; the running
+        statistics are updated either way.
+        """
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
@@ -89,7 +97,10 @@ class TdBatchNorm(nn.Module):
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
 
-        y = tdbn_normalize(
-            x, mean, var, scale, bias, alpha=self.alpha, v_th=self.v_th, epsilon=self.epsilon
+        factor, shift = tdbn_affine(
+            mean, var, scale, bias, alpha=self.alpha, v_th=self.v_th, epsilon=self.epsilon
         )
+        if return_affine:
+            return factor, shift
+        y = x * factor.astype(x.dtype) + shift.astype(x.dtype)
         return y.astype(self.dtype or x.dtype)
