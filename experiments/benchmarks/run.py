@@ -68,7 +68,9 @@ _STEP_T = flags.DEFINE_list("time_steps", ["2", "4", "6"], "T for the step bench
 _MEMORY_T = flags.DEFINE_list("memory_time_steps", ["4", "16"], "T for memory.")
 _MEMORY_BATCH = flags.DEFINE_integer("memory_batch", 2, "SNN batch size B of the memory cases.")
 _MEMORY_OPTIONS = flags.DEFINE_list(
-    "memory_options", ["none", "remat"], "Memory options of the SNN (see models.MEMORY_OPTIONS)."
+    "memory_options",
+    ["none", "remat", "compact"],
+    "Memory options of the SNN (see models.MEMORY_OPTIONS).",
 )
 _DTYPE = flags.DEFINE_enum(
     "dtype",
