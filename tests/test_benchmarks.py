@@ -120,17 +120,20 @@ def test_config_step_memory_of_static_and_event_configs():
     from experiments.benchmarks import run
 
     rows = run.bench_configs(smoke=True)
-    assert [(r["config"], r["variant"]) for r in rows] == [
-        ("cifar10_resnet19", "smoke"),
-        ("dvsgesture_resnet17", "smoke"),
+    assert [(r["config"], r["variant"], r["memory"]) for r in rows] == [
+        ("cifar10_resnet19", "smoke", "none"),
+        ("cifar10_resnet19", "smoke", "compact"),
+        ("dvsgesture_resnet17", "smoke", "none"),
+        ("dvsgesture_resnet17", "smoke", "compact"),
     ]
     for row in rows:
         assert row["temp_bytes"] > 0
         assert row["compile_s"] > 0
         assert row["batch"] == 2
-    assert [r["T"] for r in rows] == [4, 40]
+    assert [r["T"] for r in rows] == [4, 4, 40, 40]
     # Twice the batch needs more working memory (activations scale with it).
     bigger = run.config_step_memory("cifar10_resnet19", "smoke", 4)
+    assert bigger["memory"] == "none"
     assert bigger["temp_bytes"] > rows[0]["temp_bytes"]
     table = run.markdown({"machine": {}, "dtype": "float32", "network": "plain", "configs": rows})
-    assert "| dvsgesture_resnet17 | smoke | 40 | 2 |" in table
+    assert "| dvsgesture_resnet17 | smoke | compact | 40 | 2 |" in table

@@ -297,12 +297,17 @@ PAPER_CONFIGS = (
 SMOKE_CONFIGS = (("cifar10_resnet19", ("smoke",), 2), ("dvsgesture_resnet17", ("smoke",), 2))
 
 
-def config_step_memory(module: str, variant: str | None, batch: int) -> dict:
+def config_step_memory(
+    module: str, variant: str | None, batch: int, memory: str | None = None
+) -> dict:
     """Compiled temporary memory of a paper config's train step at ``batch`` on one device.
 
-    Nothing is initialised or run: the state and the batch are shapes only.
+    ``memory``: the model's memory option (``None``: the config's own). Nothing
+    is initialised or run: the state and the batch are shapes only.
     """
     config = importlib.import_module(f"experiments.configs.{module}").get_config(variant)
+    if memory is not None:
+        config.model.memory = memory
     shape = describe(config.data)
     model = build_model(config, shape.num_classes)
     tx = make_optimizer(config.optimizer, 1000)
@@ -316,14 +321,23 @@ def config_step_memory(module: str, variant: str | None, batch: int) -> dict:
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
     }
     stats = compile_stats(jax.jit(train_step, donate_argnums=0), state, data)
-    return {"config": module, "variant": variant, "T": config.time_steps, "batch": batch, **stats}
+    return {
+        "config": module,
+        "variant": variant,
+        "memory": config.model.memory,
+        "T": config.time_steps,
+        "batch": batch,
+        **stats,
+    }
 
 
 def bench_configs(smoke: bool) -> list[dict]:
+    """Each paper config as it is (``memory="none"``) and with ``memory="compact"``."""
     return [
-        config_step_memory(module, variant, batch)
+        config_step_memory(module, variant, batch, memory)
         for module, variants, batch in (SMOKE_CONFIGS if smoke else PAPER_CONFIGS)
         for variant in variants
+        for memory in ("none", "compact")
     ]
 
 
@@ -440,11 +454,11 @@ def markdown(results: dict) -> str:
             "",
             "## Train-step memory of the paper configs (one device)",
             "",
-            "| config | variant | T | batch | temp GiB | compile s |",
-            "|---|---|---|---|---|---|",
+            "| config | variant | memory | T | batch | temp GiB | compile s |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['config']} | {r['variant'] or ''} | {r['T']} | {r['batch']} | "
+            f"| {r['config']} | {r['variant'] or ''} | {r['memory']} | {r['T']} | {r['batch']} | "
             f"{r['temp_bytes'] / 2**30:.1f} | {r['compile_s']:.1f} |"
             for r in results["configs"]
         ]
