@@ -114,9 +114,8 @@ def _currents(with_second, with_spikes, dtype=jnp.float32):
     return terms, spikes
 
 
-CASES = [
-    (name, detach, second, spikes)
-    for name in surrogate.NAMES
+CASES = [(name, detach, True, True) for name in surrogate.NAMES for detach in (False, True)] + [
+    ("rectangular", detach, second, spikes)
     for detach in (False, True)
     for second, spikes in ((False, False), (True, False), (False, True))
 ]
