@@ -160,6 +160,38 @@ def test_fold_unfold_round_trip():
     np.testing.assert_array_equal(snn.unfold_time(folded, T), x)
 
 
+@pytest.mark.parametrize("shards", [2, 3, 6])
+def test_fold_per_shard_keeps_each_shards_examples_together(shards):
+    b = 6
+    x = currents((T, b, 2), seed=12)
+    folded, t = snn.fold_time(jnp.asarray(x), shards)
+    folded_np, per = np.asarray(folded), b // shards
+    for d in range(shards):  # rows [d*T*per, (d+1)*T*per): shard d's examples, time-major
+        for ti in range(T):
+            for j in range(per):
+                np.testing.assert_array_equal(folded_np[(d * T + ti) * per + j], x[ti, d * per + j])
+    np.testing.assert_array_equal(snn.unfold_time(folded, t, shards), x)
+
+
+def test_fold_follows_the_mesh_and_ignores_shards_that_do_not_divide_the_batch():
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+    x = jnp.arange(2 * 4).reshape(2, 4)
+    with jax.set_mesh(mesh):
+        assert snn.folding.batch_shards() == 1
+    np.testing.assert_array_equal(snn.fold_time(x, 3)[0], x.reshape(-1))  # 3 does not divide 4
+    np.testing.assert_array_equal(snn.fold_time(x, 1)[0], x.reshape(-1))
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
+def test_fold_reads_the_data_axis_of_the_current_mesh():
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("data",))
+    x = jnp.arange(2 * 4).reshape(2, 4)
+    with jax.set_mesh(mesh):
+        assert snn.folding.batch_shards() == 4
+        np.testing.assert_array_equal(snn.fold_time(x)[0], [0, 4, 1, 5, 2, 6, 3, 7])
+    assert snn.folding.batch_shards() == 1
+
+
 # ----------------------------------------------------------------------------- coding
 
 

@@ -114,12 +114,31 @@ def test_four_devices_equal_one_device_on_the_same_global_batch():
         state, pipeline = make_state(config, mesh)
         batches = pipeline.train_batches()
         fn = jax.jit(steps.train_step)
-        for _ in range(2):
-            state, _ = fn(state, sharding.put_batch(next(batches), mesh))
+        with jax.set_mesh(mesh):  # as the training loop
+            for _ in range(2):
+                state, _ = fn(state, sharding.put_batch(next(batches), mesh))
         leaf = jax.tree.leaves(state.params)[0]
         assert len(leaf.sharding.device_set) == len(devices)
         results.append(jax.device_get((state.params, state.batch_stats)))
     chex.assert_trees_all_close(results[0], results[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
+def test_four_devices_each_compute_a_quarter_of_the_step():
+    """Time folded per device: no device gathers the batch (it did with a plain T*B fold)."""
+    config = tiny_config()
+    flops = {}
+    for n in (1, 4):
+        mesh = sharding.make_mesh(jax.devices()[:n])
+        state, pipeline = make_state(config, mesh)
+        batch = sharding.put_batch(next(pipeline.train_batches()), mesh)
+        with jax.set_mesh(mesh):
+            compiled = jax.jit(steps.train_step).lower(state, batch).compile()
+        cost = compiled.cost_analysis()
+        flops[n] = (cost[0] if isinstance(cost, list) else cost)["flops"]
+        if n == 4:
+            assert " all-gather(" not in compiled.as_text()
+    assert flops[4] < 0.3 * flops[1], flops
 
 
 def test_nonfinite_batch_is_skipped_not_applied(setup):

@@ -2,6 +2,16 @@
 
 Time is folded into the batch so that a convolution runs once over ``T*B``
 images, not ``T`` times.
+
+Data parallelism splits the batch axis ``B`` over the devices of a mesh axis
+named :data:`DATA_AXIS`. A plain ``[T, B] -> [T*B]`` reshape would mix every
+device's examples into each block of rows, and XLA then gathers the whole
+batch on every device (each one computing the full step). Inside
+``jax.set_mesh(mesh)`` (the training loop) the fold orders the rows
+``(device, t, b)`` instead, so that each device folds only its own examples;
+on one device (or with no mesh set) that is the plain ``t * B + b`` order.
+Layers between a fold and its unfold must not depend on the row order (convs,
+dense layers, pooling and batch statistics do not).
 """
 
 from __future__ import annotations
@@ -9,27 +19,70 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-__all__ = ["TimeFolded", "fold_time", "unfold_time"]
+__all__ = ["DATA_AXIS", "TimeFolded", "batch_shards", "fold_time", "unfold_time"]
+
+DATA_AXIS = "data"  # the mesh axis the batch is split over
 
 
-def fold_time(x: jax.Array) -> tuple[jax.Array, int]:
-    """``[T, B, ...] -> ([T*B, ...], T)``.
+def batch_shards() -> int:
+    """Into how many parts the batch axis is split: the current mesh's :data:`DATA_AXIS` size.
+
+    1 when no mesh is set (``jax.set_mesh``) or it has no such axis.
+
+    >>> batch_shards()
+    1
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or DATA_AXIS not in mesh.axis_names:
+        return 1
+    return dict(mesh.shape)[DATA_AXIS]
+
+
+def _groups(batch: int, shards: int | None) -> int:
+    n = batch_shards() if shards is None else shards
+    return n if n > 1 and batch % n == 0 else 1
+
+
+def fold_time(x: jax.Array, shards: int | None = None) -> tuple[jax.Array, int]:
+    """``[T, B, ...] -> ([T*B, ...], T)``, rows ordered ``(shard, t, b)`` (module docstring).
+
+    Args:
+      x: ``[T, B, ...]``.
+      shards: parts of the batch axis (``None``: :func:`batch_shards`); a
+        ``B`` it does not divide is folded in the plain order.
 
     >>> import jax.numpy as jnp
     >>> y, t = fold_time(jnp.zeros((4, 3, 5)))
     >>> y.shape, t
     ((12, 5), 4)
+    >>> x = jnp.arange(8).reshape(2, 4)              # T=2, B=4: x[t, b] = 4t + b
+    >>> fold_time(x)[0], fold_time(x, shards=2)[0]   # shard 0 holds b = 0, 1
+    (Array([0, 1, 2, 3, 4, 5, 6, 7], dtype=int32), Array([0, 1, 4, 5, 2, 3, 6, 7], dtype=int32))
     """
     if x.ndim < 2:
         raise ValueError(f"expected a time-major array [T, B, ...], got shape {x.shape}")
-    return x.reshape((x.shape[0] * x.shape[1], *x.shape[2:])), x.shape[0]
+    t, b, rest = x.shape[0], x.shape[1], x.shape[2:]
+    n = _groups(b, shards)
+    if n > 1:
+        x = x.reshape(t, n, b // n, *rest).swapaxes(0, 1)
+    return x.reshape(t * b, *rest), t
 
 
-def unfold_time(y: jax.Array, time_steps: int) -> jax.Array:
-    """``[T*B, ...] -> [T, B, ...]``, the inverse of :func:`fold_time`."""
+def unfold_time(y: jax.Array, time_steps: int, shards: int | None = None) -> jax.Array:
+    """``[T*B, ...] -> [T, B, ...]``, the inverse of :func:`fold_time` (same ``shards``).
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.arange(24).reshape(2, 4, 3)
+    >>> bool((unfold_time(fold_time(x, 2)[0], 2, 2) == x).all())
+    True
+    """
     if y.shape[0] % time_steps:
         raise ValueError(f"leading axis {y.shape[0]} is not a multiple of T = {time_steps}")
-    return y.reshape((time_steps, y.shape[0] // time_steps, *y.shape[1:]))
+    b, rest = y.shape[0] // time_steps, y.shape[1:]
+    n = _groups(b, shards)
+    if n > 1:
+        return y.reshape(n, time_steps, b // n, *rest).swapaxes(0, 1).reshape(time_steps, b, *rest)
+    return y.reshape(time_steps, b, *rest)
 
 
 class TimeFolded(nn.Module):

@@ -166,6 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     is_main = jax.process_index() == 0
 
     with (
+        jax.set_mesh(mesh),  # the model folds time per device (snn_jax.nn.folding)
         checkpoint.Checkpointer(
             os.path.join(workdir, "checkpoints"), config.keep_checkpoints
         ) as ckpt,

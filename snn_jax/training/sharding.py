@@ -8,9 +8,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["DATA_AXIS", "batch_sharding", "make_mesh", "put_batch", "replicated"]
+from snn_jax.nn.folding import DATA_AXIS
 
-DATA_AXIS = "data"
+__all__ = ["DATA_AXIS", "batch_sharding", "make_mesh", "put_batch", "replicated"]
 
 
 def make_mesh(devices=None) -> Mesh:
