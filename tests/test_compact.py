@@ -304,3 +304,18 @@ def test_compact_needs_less_compiled_memory_than_plain_bptt():
         compiled = jax.jit(jax.grad(loss)).lower(variables["params"]).compile()
         temp[memory] = compiled.memory_analysis().temp_size_in_bytes
     assert temp["compact"] < 0.8 * temp["none"], temp
+
+
+def test_lif_from_currents_loop_forms_agree():
+    """A loop (unroll 1 or 2, outputs written over inputs) and straight-line code (unroll T)."""
+    terms, spikes = _currents(True, True)
+    w = jax.random.normal(jax.random.key(7), (T, B, H, C))
+
+    def loss(terms, spikes, unroll):
+        c = Currents(tuple(terms), spikes)
+        out = lif_from_currents(c, tau=0.3, v_th=0.5, surrogate=surrogate.sigmoid(), unroll=unroll)
+        return jnp.sum(out * w)
+
+    grads = [jax.grad(loss, (0, 1))(terms, spikes, u) for u in (1, 2, True)]
+    chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-5)
+    chex.assert_trees_all_close(grads[0], grads[2], rtol=1e-5)

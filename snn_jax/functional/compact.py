@@ -20,9 +20,13 @@ Two details of XLA's scheduler are handled here, both found in XLA:CPU's
 buffer assignment: an unpacking that depends only on the stored bits is
 scheduled early, in the forward pass, and its float result then lives until
 the backward pass; so the bits are made to depend on the incoming cotangent
-first (``min(p, p | c) == p``, an identity XLA does not fold). And the
-recomputing scan stores the membrane while the forward one stores the spikes,
-so that the two are not merged into one by common-subexpression elimination.
+first (``min(p, p | c) == p``, an identity XLA does not fold), and so are
+the per-channel scales the recomputation starts from. The recomputing loop
+outputs the membrane while the forward one outputs the spikes, so that the
+two are not merged into one by common-subexpression elimination. And every
+loop here writes its outputs over its inputs instead of stacking them in a
+new buffer (:func:`_in_place`): XLA:CPU allocates a ``lax.scan``'s output
+buffer at the start of the program.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from snn_jax.functional.lif_vjp import _lif_bwd, _membrane
+from snn_jax.functional.lif_vjp import _stbp_step
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
 
 Array = jax.Array
@@ -231,24 +235,51 @@ def _sum(terms, spikes) -> Array:
     return x if spikes is None else x + spikes.astype(jnp.float32)
 
 
-def _spikes_scan(x, tau, v_th, unroll):
-    """``o[1..T]`` from rest; the scan outputs spikes (the backward one outputs membranes)."""
+def _in_place(step, carry, buf, unroll, reverse=False):
+    """``carry, buf[t] = step(carry, buf[t], t)`` for each ``t``, overwriting ``buf``.
 
-    def step(leaked, x_t):
+    A ``lax.scan`` stacks its outputs in a new ``[T, ...]`` buffer, and
+    XLA:CPU allocates such buffers (copies of a zero broadcast) at the start
+    of the program, where they live through the whole step; overwriting the
+    input needs no new buffer. Unrolled completely (``unroll`` True or at
+    least ``T``) there is no loop and the outputs are stacked (the ResNet-19
+    step at T = 4 then needs 131 instead of 134 MiB).
+    """
+    steps = buf.shape[0]
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    if unroll is True or unroll >= steps:
+        outs = [None] * steps
+        for t in order:
+            carry, outs[t] = step(carry, buf[t], t)
+        return jnp.stack(outs)
+
+    def body(i, state):
+        carry, buf = state
+        t = steps - 1 - i if reverse else i
+        carry, out = step(carry, buf[t], t)
+        return carry, buf.at[t].set(out)
+
+    return jax.lax.fori_loop(0, steps, body, (carry, buf), unroll=unroll)[1]
+
+
+def _lif_forward(x, tau, v_th, unroll, output):
+    """``o[1..T]`` (or ``u[1..T]``) from rest, written over the currents ``x``."""
+
+    def step(leaked, x_t, t):
         u = leaked + x_t
         o = heaviside(u - v_th)
-        return tau * u * (1 - o), o
+        return tau * u * (1 - o), o if output == "spikes" else u
 
-    return jax.lax.scan(step, jnp.zeros_like(x[0]), x, unroll=unroll)[1]
+    return _in_place(step, jnp.zeros_like(x[0]), x, unroll)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
 def _lif_currents(terms, spikes, tau, v_th, spike, detach_reset, unroll):
-    return _spikes_scan(_sum(terms, spikes), tau, v_th, unroll)
+    return _lif_forward(_sum(terms, spikes), tau, v_th, unroll, "spikes")
 
 
 def _lif_currents_fwd(terms, spikes, tau, v_th, spike, detach_reset, unroll):
-    out = _spikes_scan(_sum(terms, spikes), tau, v_th, unroll)
+    out = _lif_forward(_sum(terms, spikes), tau, v_th, unroll, "spikes")
     bits = None if spikes is None else (pack_spikes(spikes), jnp.zeros((0,), spikes.dtype))
     return out, (terms, bits)
 
@@ -261,10 +292,14 @@ def _lif_currents_bwd(tau, v_th, spike, detach_reset, unroll, res, g):
         spikes = unpack_spikes(_after(packed, g), terms[0][0].shape[-1], like.dtype)
     # Per-channel vectors gated on g: else the recomputed sum is scheduled in the forward pass.
     x = _sum([(z, _after(a, g), _after(b, g)) for z, a, b in terms], spikes)
-    rest = jnp.zeros_like(x[0])
-    u = _membrane(x, tau, rest, rest, v_th, unroll)
-    tau_arr = jnp.asarray(tau, jnp.float32)
-    dx = _lif_bwd(v_th, spike, detach_reset, False, unroll, (u, tau_arr, rest, rest), g)[0]
+    u = _lif_forward(x, tau, v_th, unroll, "membrane")
+    rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
+
+    def step(d_next, u_t, t):
+        d = _stbp_step(d_next, g[t], u_t, **rule)
+        return d, d
+
+    dx = _in_place(step, jnp.zeros_like(u[0]), u, unroll, reverse=True)
     axes = tuple(range(dx.ndim - 1))
     dshift = jnp.sum(dx, axes)
     dterms = tuple(

@@ -67,15 +67,21 @@ def _lif_fwd(x, tau, u0, o0, v_th, spike, detach_reset, return_membrane, unroll)
     return ((o, u) if return_membrane else o), (u, tau, u0, o0)
 
 
+def _stbp_step(d_next, g_o_t, u_t, *, tau, v_th, spike, detach_reset):
+    """``d[t]`` from ``d[t+1]``, ``dL/do[t]`` and ``u[t]`` (the module docstring's recursion)."""
+    v = u_t - v_th
+    grad_o = g_o_t if detach_reset else g_o_t - tau * u_t * d_next
+    return grad_o * spike.derivative(v).astype(u_t.dtype) + tau * (1 - heaviside(v)) * d_next
+
+
 def _lif_bwd(v_th, spike, detach_reset, return_membrane, unroll, res, g):
     u, tau, u0, o0 = res
     g_o, g_u = g if return_membrane else (g, None)
+    rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
 
     def step(d_next, inputs):
         g_o_t, g_u_t, u_t = inputs
-        v = u_t - v_th
-        grad_o = g_o_t if detach_reset else g_o_t - tau * u_t * d_next
-        d = grad_o * spike.derivative(v).astype(u_t.dtype) + tau * (1 - heaviside(v)) * d_next
+        d = _stbp_step(d_next, g_o_t, u_t, **rule)
         if g_u_t is not None:  # the membrane is an output too
             d = d + g_u_t
         return d, d
