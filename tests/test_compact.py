@@ -307,7 +307,7 @@ def test_compact_needs_less_compiled_memory_than_plain_bptt():
 
 
 def test_lif_from_currents_loop_forms_agree():
-    """A loop (unroll 1 or 2, outputs written over inputs) and straight-line code (unroll T)."""
+    """A scan (unroll 1 or 2) and straight-line code (unroll T) give the same gradients."""
     terms, spikes = _currents(True, True)
     w = jax.random.normal(jax.random.key(7), (T, B, H, C))
 

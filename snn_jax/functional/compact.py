@@ -23,10 +23,9 @@ the backward pass; so the bits are made to depend on the incoming cotangent
 first (``min(p, p | c) == p``, an identity XLA does not fold), and so are
 the per-channel scales the recomputation starts from. The recomputing loop
 outputs the membrane while the forward one outputs the spikes, so that the
-two are not merged into one by common-subexpression elimination. And every
-loop here writes its outputs over its inputs instead of stacking them in a
-new buffer (:func:`_in_place`): XLA:CPU allocates a ``lax.scan``'s output
-buffer at the start of the program.
+two are not merged into one by common-subexpression elimination. Unrolled
+completely (``unroll=T``, as the benchmarks run it) the loops are
+straight-line code, which XLA:CPU schedules best (see :func:`_loop`).
 """
 
 from __future__ import annotations
@@ -235,42 +234,35 @@ def _sum(terms, spikes) -> Array:
     return x if spikes is None else x + spikes.astype(jnp.float32)
 
 
-def _in_place(step, carry, buf, unroll, reverse=False):
-    """``carry, buf[t] = step(carry, buf[t], t)`` for each ``t``, overwriting ``buf``.
+def _loop(step, carry, xs, unroll, reverse=False):
+    """``carry, ys[t] = step(carry, *(x[t] for x in xs))`` for each ``t``; returns ``ys``.
 
-    A ``lax.scan`` stacks its outputs in a new ``[T, ...]`` buffer, and
-    XLA:CPU allocates such buffers (copies of a zero broadcast) at the start
-    of the program, where they live through the whole step; overwriting the
-    input needs no new buffer. Unrolled completely (``unroll`` True or at
-    least ``T``) there is no loop and the outputs are stacked (the ResNet-19
-    step at T = 4 then needs 131 instead of 134 MiB).
+    Unrolled completely (``unroll`` True or at least ``T``) it is
+    straight-line code; else a ``lax.scan``. XLA:CPU allocates a scan's
+    stacked output buffer at the start of the program, where it lives through
+    the whole step: the ResNet-19 step at T = 4 needs 244 MiB with loops
+    (``unroll=1``) and 131 MiB unrolled. (Writing the outputs over the inputs
+    in a ``fori_loop`` instead needs 150 MiB, but XLA:CPU then copies the
+    whole buffer in every iteration: 20x slower.)
     """
-    steps = buf.shape[0]
-    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    steps = xs[0].shape[0]
     if unroll is True or unroll >= steps:
-        outs = [None] * steps
-        for t in order:
-            carry, outs[t] = step(carry, buf[t], t)
-        return jnp.stack(outs)
-
-    def body(i, state):
-        carry, buf = state
-        t = steps - 1 - i if reverse else i
-        carry, out = step(carry, buf[t], t)
-        return carry, buf.at[t].set(out)
-
-    return jax.lax.fori_loop(0, steps, body, (carry, buf), unroll=unroll)[1]
+        ys = [None] * steps
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            carry, ys[t] = step(carry, *(x[t] for x in xs))
+        return jnp.stack(ys)
+    return jax.lax.scan(lambda c, x: step(c, *x), carry, xs, reverse=reverse, unroll=unroll)[1]
 
 
 def _lif_forward(x, tau, v_th, unroll, output):
     """``o[1..T]`` (or ``u[1..T]``) from rest, written over the currents ``x``."""
 
-    def step(leaked, x_t, t):
+    def step(leaked, x_t):
         u = leaked + x_t
         o = heaviside(u - v_th)
         return tau * u * (1 - o), o if output == "spikes" else u
 
-    return _in_place(step, jnp.zeros_like(x[0]), x, unroll)
+    return _loop(step, jnp.zeros_like(x[0]), (x,), unroll)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -295,11 +287,11 @@ def _lif_currents_bwd(tau, v_th, spike, detach_reset, unroll, res, g):
     u = _lif_forward(x, tau, v_th, unroll, "membrane")
     rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
 
-    def step(d_next, u_t, t):
-        d = _stbp_step(d_next, g[t], u_t, **rule)
+    def step(d_next, g_t, u_t):
+        d = _stbp_step(d_next, g_t, u_t, **rule)
         return d, d
 
-    dx = _in_place(step, jnp.zeros_like(u[0]), u, unroll, reverse=True)
+    dx = _loop(step, jnp.zeros_like(u[0]), (g, u), unroll, reverse=True)
     axes = tuple(range(dx.ndim - 1))
     dshift = jnp.sum(dx, axes)
     dterms = tuple(
