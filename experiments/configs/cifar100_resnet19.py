@@ -18,7 +18,8 @@ or ``~/tensorflow_datasets`` (else ``--config.data.data_dir=...``); if it is
 missing the run stops at once with the command that prepares it.
 
 Hardware: as ``cifar10_resnet19.py`` at the same T (one GPU with 32 GB or more;
-at T = 4 about 12 GiB of working memory and 5.1e17 FLOPs for the run).
+at T = 4 about 7 GiB of working memory, 3.5 with ``--config.model.memory=compact``,
+and 5.1e17 FLOPs for the run).
 
 Hyper-parameters: all those of ``cifar10_resnet19.py``, which this file
 imports (ResNet-19 and T from the paper's CIFAR-10 experiment; V_th, tau and

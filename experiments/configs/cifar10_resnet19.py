@@ -20,9 +20,11 @@ missing the run stops at once with the command that prepares it.
 
 Hardware: one GPU with 32 GB or more (A100 or newer); more devices split the
 same global batch of 128. XLA's estimate of one training step's working memory
-(compiled for CPU) is 6.4 / 12.0 / 17.6 GiB at T = 2 / 4 / 6: the activations
-kept for STBP grow linearly with T (``python -m experiments.benchmarks.run
---sections=configs`` measures every paper config). A step takes 3.2e12 / 6.5e12 / 9.7e12
+(compiled for CPU) is 3.5 / 6.9 / 10.3 GiB at T = 2 / 4 / 6: the activations
+kept for STBP grow linearly with T; with ``--config.model.memory=compact``
+(spikes stored as bits, the same values) 1.8 / 3.5 / 5.2 GiB
+(``python -m experiments.benchmarks.run --sections=configs`` measures every
+paper config). A step takes 3.2e12 / 6.5e12 / 9.7e12
 FLOPs, the whole run 2.5e17 / 5.1e17 / 7.6e17: at least 1.4 / 2.8 / 4.2 hours
 at a sustained 50 TFLOP/s (an estimate; not measured).
 

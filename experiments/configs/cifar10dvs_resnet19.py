@@ -22,7 +22,8 @@ only the cache. The smoke variant builds its own small 16x16 cache. A missing
 data set stops the run at once with the command that downloads it.
 
 Hardware: one GPU with 32 GB or more (A100 or newer). XLA's estimate of one
-training step's working memory (compiled for CPU) is 16 GiB; a step takes
+training step's working memory (compiled for CPU) is 13 GiB (5.0 GiB with
+``--config.model.memory=compact``: spikes stored as bits); a step takes
 9.4e12 FLOPs, the whole run 5.3e17: at least 3 hours at a sustained 50 TFLOP/s
 (an estimate; not measured).
 

@@ -15,7 +15,8 @@ Data: as ``imagenet_resnet34.py`` (tfds ``imagenet2012`` as ArrayRecord).
 
 Hardware: 8 GPUs with 80 GB each (A100 / H100 80 GB), 32 images per device.
 XLA's estimate of one training step's working memory (compiled for CPU) is
-31 GiB at 32 images per device, 2.6 times ResNet-34's; the step takes
+19 GiB at 32 images per device, 2.7 times ResNet-34's (10 GiB with
+``--config.model.memory=compact``); the step takes
 4.6e12 FLOPs per device, 1.8e19 for the whole run: at least 13 hours at a
 sustained 50 TFLOP/s per GPU (an estimate; not measured). With fewer or
 smaller devices keep the global batch of 256 (``optimizer.learning_rate`` is
