@@ -124,9 +124,10 @@ def test_four_devices_equal_one_device_on_the_same_global_batch():
 
 
 @pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
-def test_four_devices_each_compute_a_quarter_of_the_step():
+@pytest.mark.parametrize("memory", ["none", "compact"])
+def test_four_devices_each_compute_a_quarter_of_the_step(memory):
     """Time folded per device: no device gathers the batch (it did with a plain T*B fold)."""
-    config = tiny_config()
+    config = tiny_config(**{"model.memory": memory})
     flops = {}
     for n in (1, 4):
         mesh = sharding.make_mesh(jax.devices()[:n])

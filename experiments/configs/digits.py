@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.surrogate = "rectangular"  # rectangular | sigmoid | atan | triangle | fast_sigmoid
     c.model.surrogate_param = ml_collections.FieldReference(None, field_type=float)  # a
     c.model.detach_reset = False  # True drops the reset path of the STBP gradient
+    c.model.memory = "none"  # none | remat | compact (spikes kept as bits: less memory)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # sgd | adam | adamw

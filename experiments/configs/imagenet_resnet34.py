@@ -20,12 +20,12 @@ threads (``--config.data.num_workers``).
 
 Hardware: 8 GPUs with 32 GB or more (A100 or newer), 32 images per device.
 XLA's estimate of one training step's working memory (compiled for CPU) is 7.0
-GiB at 32 images per device (5.5 with ``--config.model.memory=compact``); the step takes 3.9e12 FLOPs per device, 1.5e19 for
-the whole run: at least 11 hours at a sustained 50 TFLOP/s per GPU (an
-estimate; not measured). With fewer devices keep the global batch of 256
-(``optimizer.learning_rate`` is tuned for it): 4 GPUs with 80 GB at 64 images
-each need about twice the memory. Several hosts: ``--config.distributed=True``
-on each.
+GiB at 32 images per device (5.5 with ``--config.model.memory=compact``); the
+step takes 3.9e12 FLOPs per device, 1.5e19 for the whole run: at least 11 hours
+at a sustained 50 TFLOP/s per GPU (an estimate; not measured). With fewer
+devices keep the global batch of 256 (``optimizer.learning_rate`` is tuned for
+it): 4 GPUs with 80 GB at 64 images each need about twice the memory. Several
+hosts: ``--config.distributed=True`` on each.
 
 Hyper-parameters.
 

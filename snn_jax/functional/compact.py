@@ -21,7 +21,7 @@ buffer assignment: an unpacking that depends only on the stored bits is
 scheduled early, in the forward pass, and its float result then lives until
 the backward pass; so the bits are made to depend on the incoming cotangent
 first (``min(p, p | c) == p``, an identity XLA does not fold), and so are
-the per-channel scales the recomputation starts from. The recomputing loop
+the conv outputs the recomputation starts from. The recomputing loop
 outputs the membrane while the forward one outputs the spikes, so that the
 two are not merged into one by common-subexpression elimination. Unrolled
 completely (``unroll=T``, as the benchmarks run it) the loops are
@@ -81,12 +81,17 @@ def unpack_spikes(p: Array, channels: int, dtype=jnp.float32) -> Array:
     return bits.reshape(*p.shape[:-1], -1)[..., :channels].astype(dtype)
 
 
-def _after(x: Array, cotangent: Array) -> Array:
-    """``x``, bitwise unchanged, computed only once ``cotangent`` exists (module docstring)."""
+def _after(x: Array, c: Array) -> Array:
+    """``x``, bitwise unchanged, computed only once ``c`` exists (module docstring).
+
+    ``c`` (part of a cotangent) broadcasts against ``x`` along ``x``'s batch
+    axes, so that with the batch split over devices each device only uses its
+    own part (a scalar taken from the whole cotangent would need the others').
+    """
     uint = jnp.dtype(f"uint{8 * x.dtype.itemsize}")
     bits = x if x.dtype == uint else jax.lax.bitcast_convert_type(x, uint)
-    first = jax.lax.bitcast_convert_type(cotangent.reshape(-1)[:1].astype(jnp.float32), jnp.uint32)
-    bits = jnp.minimum(bits, bits | first.astype(uint))
+    c_bits = jax.lax.bitcast_convert_type(c.astype(jnp.float32), jnp.uint32).astype(uint)
+    bits = jnp.minimum(bits, bits | c_bits)
     return bits if x.dtype == uint else jax.lax.bitcast_convert_type(bits, x.dtype)
 
 
@@ -101,7 +106,11 @@ def _spike_conv_fwd(lhs, rhs, conv, channels):
 
 def _spike_conv_bwd(conv, channels, res, g):
     bits, rhs, like = res
-    _, vjp = jax.vjp(conv, unpack_spikes(_after(bits, g), channels, like.dtype), rhs)
+    # g's first entry of each example, placed on the input's batch axis.
+    dn = conv.keywords["dimension_numbers"]
+    first = jnp.moveaxis(g, dn.out_spec[0], 0).reshape(g.shape[dn.out_spec[0]], -1)[:, 0]
+    first = jnp.expand_dims(first, [a for a in range(bits.ndim) if a != dn.lhs_spec[0]])
+    _, vjp = jax.vjp(conv, unpack_spikes(_after(bits, first), channels, like.dtype), rhs)
     return vjp(g)
 
 
@@ -281,9 +290,9 @@ def _lif_currents_bwd(tau, v_th, spike, detach_reset, unroll, res, g):
     spikes = None
     if bits is not None:
         packed, like = bits
-        spikes = unpack_spikes(_after(packed, g), terms[0][0].shape[-1], like.dtype)
-    # Per-channel vectors gated on g: else the recomputed sum is scheduled in the forward pass.
-    x = _sum([(z, _after(a, g), _after(b, g)) for z, a, b in terms], spikes)
+        spikes = unpack_spikes(_after(packed, g[..., : packed.shape[-1]]), g.shape[-1], like.dtype)
+    # The z's gated on g: else the recomputed sum is scheduled in the forward pass.
+    x = _sum([(_after(z, g), a, b) for z, a, b in terms], spikes)
     u = _lif_forward(x, tau, v_th, unroll, "membrane")
     rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
 
