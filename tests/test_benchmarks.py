@@ -44,7 +44,7 @@ def test_smoke_run_writes_every_section(tmp_path):
                 assert row[f"{key}_min_over_floor_min"] == ratio
 
     cases = {r["case"] for r in results["memory"]}
-    assert cases == {"ann", "snn_none", "snn_remat"}
+    assert cases == {"ann", "snn_none", "snn_remat", "snn_compact"}
     assert all(r["temp_bytes"] > 0 and r["step_s"] > 0 for r in results["memory"])
 
     with open(tmp_path / "results.md") as f:
@@ -52,6 +52,7 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert table in proc.stdout
     assert "train step: SNN (T, B) vs ANN twin (B*T)" in table
     assert "| 2 | snn_remat |" in table
+    assert "| 2 | snn_compact |" in table
     assert "| compute dtype | float32 |" in table
 
 

@@ -323,3 +323,17 @@ def test_main_rejects_bad_config_flags(tmp_path, flag, message):
     r = _main(tmp_path, flag, timeout=120)
     assert r.returncode != 0
     assert message in r.stderr
+
+
+def test_importing_the_package_starts_no_jax_backend():
+    """``jax.distributed.initialize()`` must come first: no import may start a backend."""
+    code = (
+        "import snn_jax, snn_jax.functional, experiments.main, experiments.benchmarks.run\n"
+        "from jax._src import xla_bridge\n"
+        "print(xla_bridge.backends_are_initialized())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == "False"

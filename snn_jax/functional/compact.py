@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from snn_jax.functional.lif_vjp import _stbp_step
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
@@ -50,7 +51,7 @@ __all__ = [
     "unpack_spikes",
 ]
 
-_SHIFTS = jnp.arange(8, dtype=jnp.uint8)
+_SHIFTS = np.arange(8, dtype=np.uint8)  # NumPy: importing must not start a JAX backend
 
 
 def pack_spikes(s: Array) -> Array:
