@@ -97,21 +97,27 @@ def _after(x: Array, c: Array) -> Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _spike_conv(lhs: Array, rhs: Array, conv, channels: int) -> Array:
-    return conv(lhs, rhs)
+def _spike_conv(lhs: Array, rhs: Array, conv: tuple, channels: int) -> Array:
+    return jax.lax.conv_general_dilated(lhs, rhs, **dict(conv))
 
 
 def _spike_conv_fwd(lhs, rhs, conv, channels):
-    return conv(lhs, rhs), (pack_spikes(lhs), rhs, jnp.zeros((0,), lhs.dtype))
+    return _spike_conv(lhs, rhs, conv, channels), (
+        pack_spikes(lhs),
+        rhs,
+        jnp.zeros((0,), lhs.dtype),
+    )
 
 
 def _spike_conv_bwd(conv, channels, res, g):
     bits, rhs, like = res
+    kwargs = dict(conv)
     # g's first entry of each example, placed on the input's batch axis.
-    dn = conv.keywords["dimension_numbers"]
+    dn = kwargs["dimension_numbers"]
     first = jnp.moveaxis(g, dn.out_spec[0], 0).reshape(g.shape[dn.out_spec[0]], -1)[:, 0]
     first = jnp.expand_dims(first, [a for a in range(bits.ndim) if a != dn.lhs_spec[0]])
-    _, vjp = jax.vjp(conv, unpack_spikes(_after(bits, first), channels, like.dtype), rhs)
+    lhs = unpack_spikes(_after(bits, first), channels, like.dtype)
+    _, vjp = jax.vjp(lambda lhs, rhs: jax.lax.conv_general_dilated(lhs, rhs, **kwargs), lhs, rhs)
     return vjp(g)
 
 
@@ -156,35 +162,17 @@ def spike_conv_general_dilated(
             f"spike_conv_general_dilated stores the input's last axis as bits and needs it to be "
             f"the channels; got dimension_numbers {dimension_numbers!r}"
         )
-    conv = functools.partial(
-        jax.lax.conv_general_dilated,
-        window_strides=tuple(window_strides),
-        padding=pad,
-        lhs_dilation=None if lhs_dilation is None else tuple(lhs_dilation),
-        rhs_dilation=None if rhs_dilation is None else tuple(rhs_dilation),
-        dimension_numbers=dn,
-        feature_group_count=feature_group_count,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
+    conv = (  # hashable: a static argument of the custom_vjp
+        ("window_strides", tuple(window_strides)),
+        ("padding", pad),
+        ("lhs_dilation", None if lhs_dilation is None else tuple(lhs_dilation)),
+        ("rhs_dilation", None if rhs_dilation is None else tuple(rhs_dilation)),
+        ("dimension_numbers", dn),
+        ("feature_group_count", feature_group_count),
+        ("precision", precision),
+        ("preferred_element_type", preferred_element_type),
     )
-    return _spike_conv(lhs, rhs, _HashablePartial(conv), lhs.shape[-1])
-
-
-class _HashablePartial:
-    """A ``functools.partial`` of hashable arguments that compares by value (a static argument)."""
-
-    def __init__(self, partial: functools.partial):
-        self.func, self.keywords = partial.func, partial.keywords
-        self._key = (partial.func, tuple(sorted(partial.keywords.items())))
-
-    def __call__(self, *args):
-        return self.func(*args, **self.keywords)
-
-    def __hash__(self):
-        return hash(self._key)
-
-    def __eq__(self, other):
-        return isinstance(other, _HashablePartial) and self._key == other._key
+    return _spike_conv(lhs, rhs, conv, lhs.shape[-1])
 
 
 _spike_conv.defvjp(_spike_conv_fwd, _spike_conv_bwd)
@@ -265,7 +253,7 @@ def _loop(step, carry, xs, unroll, reverse=False):
 
 
 def _lif_forward(x, tau, v_th, unroll, output):
-    """``o[1..T]`` (or ``u[1..T]``) from rest, written over the currents ``x``."""
+    """``o[1..T]`` (or ``u[1..T]``, ``output="membrane"``) from rest, fed by the currents ``x``."""
 
     def step(leaked, x_t):
         u = leaked + x_t
@@ -338,7 +326,7 @@ def lif_from_currents(
       v_th: threshold.
       surrogate: spike function of the backward pass.
       detach_reset: stop the gradient through the reset.
-      unroll: ``lax.scan`` unroll factor.
+      unroll: ``lax.scan`` unroll factor; ``True`` or ``>= T``: straight-line code.
 
     >>> from snn_jax.functional import surrogate
     >>> z = jnp.array([[[0.4]], [[0.1]], [[0.6]]])           # T=3, B=1, C=1

@@ -39,7 +39,7 @@ from snn_jax import surrogate as surrogate_lib
 from snn_jax.functional.compact import Currents, spike_conv_general_dilated
 from snn_jax.functional.lif import RESETS
 from snn_jax.nn import LIF, TdBatchNorm, direct_encode, fold_time, unfold_time
-from snn_jax.nn.neurons import GRADIENTS
+from snn_jax.nn.neurons import GRADIENTS, currents_conflicts
 
 __all__ = [
     "MEMORY_OPTIONS",
@@ -179,15 +179,15 @@ class LayerFactory:
         check_choice("gradient", self.gradient, GRADIENTS)
         check_choice("memory option", self.memory, MEMORY_OPTIONS)
         if self.compact:
-            conflicts = {
-                "neuron='relu'": self.neuron != "lif",
-                "norm='none'": self.norm == "none",
-                "reset='subtract'": self.reset != "zero",
-                "channel_threshold": self.channel_threshold,
-                "gradient='aggregate'": self.gradient != "stbp",
-            }
-            if any(conflicts.values()):
-                names = ", ".join(k for k, v in conflicts.items() if v)
+            conflicts = currents_conflicts(
+                reset=self.reset, channel_threshold=self.channel_threshold, gradient=self.gradient
+            )
+            if self.norm == "none":
+                conflicts.insert(0, "norm='none'")
+            if self.neuron != "lif":
+                conflicts.insert(0, "neuron='relu'")
+            if conflicts:
+                names = ", ".join(conflicts)
                 raise ValueError(
                     "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
                     f"threshold and the STBP gradient; got {names}. Use memory='none' or 'remat'"

@@ -13,9 +13,26 @@ from snn_jax.functional import compact
 from snn_jax.functional import lif as lif_lib
 from snn_jax.functional import surrogate as surrogate_lib
 
-__all__ = ["GRADIENTS", "IF", "LIF"]
+__all__ = ["GRADIENTS", "IF", "LIF", "currents_conflicts"]
 
 GRADIENTS: tuple[str, ...] = ("stbp", "aggregate")
+
+
+def currents_conflicts(
+    *, reset: str, channel_threshold: bool, gradient: str, learn_tau: bool = False
+) -> list[str]:
+    """The LIF settings a layer fed by :class:`snn_jax.functional.Currents` cannot have.
+
+    >>> currents_conflicts(reset="subtract", channel_threshold=False, gradient="stbp")
+    ["reset='subtract'"]
+    """
+    conflicts = {
+        "learn_tau": learn_tau,
+        "reset='subtract'": reset != "zero",
+        "channel_threshold": channel_threshold,
+        "gradient='aggregate'": gradient != "stbp",
+    }
+    return [name for name, present in conflicts.items() if present]
 
 
 class LIF(nn.Module):
@@ -104,14 +121,14 @@ class LIF(nn.Module):
         return spikes
 
     def _from_currents(self, currents: compact.Currents) -> jax.Array:
-        unsupported = {
-            "learn_tau": self.learn_tau,
-            "reset='subtract'": self.reset != "zero",
-            "channel_threshold": self.channel_threshold,
-            "gradient='aggregate'": self.gradient != "stbp",
-        }
-        if any(unsupported.values()):
-            names = ", ".join(k for k, v in unsupported.items() if v)
+        unsupported = currents_conflicts(
+            reset=self.reset,
+            channel_threshold=self.channel_threshold,
+            gradient=self.gradient,
+            learn_tau=self.learn_tau,
+        )
+        if unsupported:
+            names = ", ".join(unsupported)
             raise ValueError(
                 f"LIF on Currents (memory='compact') supports a constant tau, the hard reset, one "
                 f"threshold and the STBP gradient; this layer sets {names}"
