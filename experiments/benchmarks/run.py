@@ -262,9 +262,7 @@ def bench_lif(repeats, smoke) -> dict:
     floor_fn = jax.jit(lambda x: x * 2.0 + 1.0)
     for shape in sizes:
         x = jax.random.normal(jax.random.key(2), shape) + 0.3
-        row = {"shape": list(shape)}
-        floor = timed(floor_fn, x, repeats=repeats)
-        row["floor_s"], row["floor_min_s"] = floor["median_s"], floor["min_s"]
+        fns = {"floor": lambda x=x: floor_fn(x)}
         for impl in ("custom_vjp", "autodiff"):
             for unroll in (1, 8):
                 fn = jax.jit(
@@ -274,12 +272,15 @@ def bench_lif(repeats, smoke) -> dict:
                         )
                     )
                 )
-                key = f"{impl}_unroll{unroll}"
-                t = timed(fn, x, repeats=repeats)
-                row[f"{key}_s"], row[f"{key}_min_s"] = t["median_s"], t["min_s"]
-                row[f"{key}_over_floor"] = row[f"{key}_s"] / row["floor_s"]
-                # Fastest against fastest: what other jobs on the machine only ever add.
-                row[f"{key}_min_over_floor_min"] = t["min_s"] / row["floor_min_s"]
+                fns[f"{impl}_unroll{unroll}"] = lambda fn=fn, x=x: fn(x)
+        times = timed_together(fns, repeats=repeats)  # the floor under the same load
+        floor = times.pop("floor")
+        row = {"shape": list(shape), "floor_s": floor["median_s"], "floor_min_s": floor["min_s"]}
+        for key, t in times.items():
+            row[f"{key}_s"], row[f"{key}_min_s"] = t["median_s"], t["min_s"]
+            row[f"{key}_over_floor"] = row[f"{key}_s"] / row["floor_s"]
+            # Fastest against fastest: what other jobs on the machine only ever add.
+            row[f"{key}_min_over_floor_min"] = t["min_s"] / row["floor_min_s"]
         scans.append(row)
     out["scan"] = scans
     return out

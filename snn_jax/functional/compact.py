@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snn_jax.functional.lif_vjp import _stbp_step
+from snn_jax.functional.lif_vjp import _stbp_reverse
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
 
 Array = jax.Array
@@ -232,24 +232,24 @@ def _sum(terms, spikes) -> Array:
     return x if spikes is None else x + spikes.astype(jnp.float32)
 
 
-def _loop(step, carry, xs, unroll, reverse=False):
+def _loop(step, carry, xs, unroll):
     """``carry, ys[t] = step(carry, *(x[t] for x in xs))`` for each ``t``; returns ``ys``.
 
     Unrolled completely (``unroll`` True or at least ``T``) it is
     straight-line code; else a ``lax.scan``. XLA:CPU allocates a scan's
     stacked output buffer at the start of the program, where it lives through
-    the whole step: the ResNet-19 step at T = 4 needs 244 MiB with loops
-    (``unroll=1``) and 131 MiB unrolled. (Writing the outputs over the inputs
-    in a ``fori_loop`` instead needs 150 MiB, but XLA:CPU then copies the
-    whole buffer in every iteration: 20x slower.)
+    the whole step: the ResNet-19 step at T = 4 needs 200 MiB with loops
+    (``unroll=1``) and 131 MiB unrolled. (The backward's reverse loop,
+    :func:`~snn_jax.functional.lif_vjp._stbp_reverse`, writes its output over
+    the recomputed membrane; with a scan there, 244 MiB.)
     """
     steps = xs[0].shape[0]
     if unroll is True or unroll >= steps:
         ys = [None] * steps
-        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        for t in range(steps):
             carry, ys[t] = step(carry, *(x[t] for x in xs))
         return jnp.stack(ys)
-    return jax.lax.scan(lambda c, x: step(c, *x), carry, xs, reverse=reverse, unroll=unroll)[1]
+    return jax.lax.scan(lambda c, x: step(c, *x), carry, xs, unroll=unroll)[1]
 
 
 def _lif_forward(x, tau, v_th, unroll, output):
@@ -284,12 +284,7 @@ def _lif_currents_bwd(tau, v_th, spike, detach_reset, unroll, res, g):
     x = _sum([(_after(z, g), a, b) for z, a, b in terms], spikes)
     u = _lif_forward(x, tau, v_th, unroll, "membrane")
     rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
-
-    def step(d_next, g_t, u_t):
-        d = _stbp_step(d_next, g_t, u_t, **rule)
-        return d, d
-
-    dx = _loop(step, jnp.zeros_like(u[0]), (g, u), unroll, reverse=True)
+    dx, _ = _stbp_reverse(u, g, None, unroll=unroll, **rule)
     axes = tuple(range(dx.ndim - 1))
     dshift = jnp.sum(dx, axes)
     dterms = tuple(

@@ -23,13 +23,16 @@ The time loops take two forms. With ``unroll`` below ``T`` they are
 ``fori_loop`` loops: the forward carries ``u[t]`` and writes it into the stored
 series; the backward writes ``d[t]`` over ``u[t]`` (read once, at the step that
 replaces it) and sums ``dL/dtau`` as it goes, so it allocates no series of its
-own. On [64, 32, 4096] this halved the forward + backward time on 2 CPU cores
-(23.1 to 13.2 ms, median of 21, the two timed in turn in one process) against
-``lax.scan`` with a stacked output, whose zero-filled output buffers cost a
-pass over memory each. The backward loop is never unrolled: XLA:CPU then
-copies the buffer it updates in every iteration. With ``unroll >= T`` (or
-``True``) both are straight-line ``lax.scan`` loops, which XLA:CPU runs best
-when there are few, large steps (T = 4 in the paper configs).
+own (:func:`_stbp_reverse`, which the compact layers of
+:mod:`snn_jax.functional.compact` share). On [64, 32, 4096] this cut the
+forward + backward time on 2 CPU cores from 23.1 to 13.2 ms (median of 21,
+the two timed in turn in one process) against ``lax.scan`` with stacked
+outputs, whose zero-filled output buffers cost a pass over memory each; the
+DVS Gesture config's train step (T = 40, loops) needs 9.9 instead of 12.9 GiB.
+The backward loop is never unrolled: XLA:CPU then copies the buffer it
+updates in every iteration. With ``unroll >= T`` (or ``True``) the loops are
+straight-line code, which XLA:CPU runs best when there are few, large steps
+(T = 4 in the paper configs).
 """
 
 from __future__ import annotations
@@ -99,41 +102,50 @@ def _stbp_step(d_next, g_o_t, u_t, *, tau, v_th, spike, detach_reset):
     return grad_o * spike.derivative(v).astype(u_t.dtype) + tau * (1 - heaviside(v)) * d_next
 
 
-def _lif_bwd(v_th, spike, detach_reset, return_membrane, unroll, res, g):
-    u, tau, u0, o0 = res
-    g_o, g_u = g if return_membrane else (g, None)
+def _stbp_reverse(u, g_o, g_u, *, tau, v_th, spike, detach_reset, unroll):
+    """``(d[1..T], sum_t d[t+1] * u[t] * (1 - o[t]))`` for ``t = 1..T-1``: the reverse loop.
+
+    ``u`` is the membrane ``u[1..T]``, ``g_o`` (and ``g_u``, or ``None``) the
+    cotangents of the spikes (and of the membrane). Below full unroll, ``d``
+    is written over ``u``, so ``u`` should not be needed afterwards (else XLA
+    copies it first).
+    """
     rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
     steps = u.shape[0]
-    zeros = jnp.zeros_like(u0)
+    zeros = jnp.zeros_like(u[0])
 
     def d_at(d_next, g_o_t, g_u_t, u_t):
         d = _stbp_step(d_next, g_o_t, u_t, **rule)
         return d if g_u_t is None else d + g_u_t  # the membrane is an output too
 
-    def leak_term(d_next, u_t):  # d[t+1] * u[t] * (1 - o[t]), summed into dL/dtau
+    def leak_term(d_next, u_t):  # d[t+1] * u[t] * (1 - o[t])
         return d_next * u_t * (1 - heaviside(u_t - v_th))
 
     if _unrolled(unroll, steps):
+        ds = [zeros] * (steps + 1)
+        for t in range(steps - 1, -1, -1):
+            ds[t] = d_at(ds[t + 1], g_o[t], None if g_u is None else g_u[t], u[t])
+        d = jnp.stack(ds[:-1])
+        return d, jnp.sum(leak_term(d[1:], u[:-1]), axis=0)
 
-        def step(d_next, inputs):
-            d = d_at(d_next, *inputs)
-            return d, d
+    def body(i, carry):
+        d_next, leak_sum, buf = carry
+        t = steps - 1 - i
+        u_t = _at(buf, t)
+        d = d_at(d_next, _at(g_o, t), None if g_u is None else _at(g_u, t), u_t)
+        # d[t] replaces u[t], which no later iteration (earlier time) reads.
+        buf = jax.lax.dynamic_update_index_in_dim(buf, d, t, 0)
+        return d, leak_sum + leak_term(d_next, u_t), buf
 
-        _, dx = jax.lax.scan(step, zeros, (g_o, g_u, u), reverse=True, unroll=unroll)
-        dtau = jnp.sum(leak_term(dx[1:], u[:-1]), axis=0)
-    else:
+    _, leak_sum, d = jax.lax.fori_loop(0, steps, body, (zeros, zeros, u))
+    return d, leak_sum
 
-        def body(i, carry):
-            d_next, dtau, buf = carry
-            t = steps - 1 - i
-            u_t = _at(buf, t)
-            g_u_t = None if g_u is None else _at(g_u, t)
-            d = d_at(d_next, _at(g_o, t), g_u_t, u_t)
-            # d[t] replaces u[t], which no later iteration (earlier time) reads.
-            buf = jax.lax.dynamic_update_index_in_dim(buf, d, t, 0)
-            return d, dtau + leak_term(d_next, u_t), buf
 
-        _, dtau, dx = jax.lax.fori_loop(0, steps, body, (zeros, zeros, u))
+def _lif_bwd(v_th, spike, detach_reset, return_membrane, unroll, res, g):
+    u, tau, u0, o0 = res
+    g_o, g_u = g if return_membrane else (g, None)
+    rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
+    dx, dtau = _stbp_reverse(u, g_o, g_u, unroll=unroll, **rule)
     keep0 = 1 - o0
     dtau = dtau + dx[0] * u0 * keep0
     du0 = tau * keep0 * dx[0]
