@@ -12,7 +12,7 @@ again. This module keeps one float array per layer:
 - :func:`lif_from_currents`: the LIF layer fed by ``sum_i (z_i * scale_i +
   shift_i) (+ spikes)`` (tdBN outputs, with a residual branch). It stores the
   ``z_i`` (which tdBN's own backward pass needs anyway) and recomputes the
-  membrane in its backward pass, an elementwise scan over ``T``.
+  membrane in its backward pass, an elementwise loop over ``T``.
 - :class:`Currents`: that lazy sum, as the model code builds it
   (``norm(conv(x)) + shortcut``).
 
@@ -25,7 +25,8 @@ the conv outputs the recomputation starts from. The recomputing loop
 outputs the membrane while the forward one outputs the spikes, so that the
 two are not merged into one by common-subexpression elimination. Unrolled
 completely (``unroll=T``, as the benchmarks run it) the loops are
-straight-line code, which XLA:CPU schedules best (see :func:`_loop`).
+straight-line code, which XLA:CPU schedules best; else each loop writes its
+output over an input that nothing else keeps (see :func:`_lif_forward`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snn_jax.functional.lif_vjp import _stbp_reverse
+from snn_jax.functional.lif_vjp import _stbp_reverse, _unrolled
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
 
 Array = jax.Array
@@ -232,35 +233,37 @@ def _sum(terms, spikes) -> Array:
     return x if spikes is None else x + spikes.astype(jnp.float32)
 
 
-def _loop(step, carry, xs, unroll):
-    """``carry, ys[t] = step(carry, *(x[t] for x in xs))`` for each ``t``; returns ``ys``.
-
-    Unrolled completely (``unroll`` True or at least ``T``) it is
-    straight-line code; else a ``lax.scan``. XLA:CPU allocates a scan's
-    stacked output buffer at the start of the program, where it lives through
-    the whole step: the ResNet-19 step at T = 4 needs 200 MiB with loops
-    (``unroll=1``) and 131 MiB unrolled. (The backward's reverse loop,
-    :func:`~snn_jax.functional.lif_vjp._stbp_reverse`, writes its output over
-    the recomputed membrane; with a scan there, 244 MiB.)
-    """
-    steps = xs[0].shape[0]
-    if unroll is True or unroll >= steps:
-        ys = [None] * steps
-        for t in range(steps):
-            carry, ys[t] = step(carry, *(x[t] for x in xs))
-        return jnp.stack(ys)
-    return jax.lax.scan(lambda c, x: step(c, *x), carry, xs, unroll=unroll)[1]
-
-
 def _lif_forward(x, tau, v_th, unroll, output):
-    """``o[1..T]`` (or ``u[1..T]``, ``output="membrane"``) from rest, fed by the currents ``x``."""
+    """``o[1..T]`` (or ``u[1..T]``, ``output="membrane"``) from rest, fed by the currents ``x``.
+
+    Unrolled completely (``unroll`` True or at least ``T``) the loop is
+    straight-line code; else a ``fori_loop`` that writes ``o[t]`` (or
+    ``u[t]``) over ``x[t]``, which its callers create for it and do not keep.
+    XLA:CPU allocates the stacked output buffer of a ``lax.scan`` at the start
+    of the program, where it lives through the whole step: with scans here the
+    ResNet-19 step at T = 4 and ``unroll=1`` needed 244 MiB, with these loops
+    150 MiB (unrolled: 131 MiB).
+    """
 
     def step(leaked, x_t):
         u = leaked + x_t
         o = heaviside(u - v_th)
         return tau * u * (1 - o), o if output == "spikes" else u
 
-    return _loop(step, jnp.zeros_like(x[0]), (x,), unroll)
+    leaked = jnp.zeros_like(x[0])
+    steps = x.shape[0]
+    if _unrolled(unroll, steps):
+        ys = [None] * steps
+        for t in range(steps):
+            leaked, ys[t] = step(leaked, x[t])
+        return jnp.stack(ys)
+
+    def body(t, carry):
+        leaked, buf = carry
+        leaked, y = step(leaked, jax.lax.dynamic_index_in_dim(buf, t, keepdims=False))
+        return leaked, jax.lax.dynamic_update_index_in_dim(buf, y, t, 0)
+
+    return jax.lax.fori_loop(0, steps, body, (leaked, x))[1]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -321,7 +324,7 @@ def lif_from_currents(
       v_th: threshold.
       surrogate: spike function of the backward pass.
       detach_reset: stop the gradient through the reset.
-      unroll: ``lax.scan`` unroll factor; ``True`` or ``>= T``: straight-line code.
+      unroll: ``True`` or ``>= T``: straight-line code; else loops of one step.
 
     >>> from snn_jax.functional import surrogate
     >>> z = jnp.array([[[0.4]], [[0.1]], [[0.6]]])           # T=3, B=1, C=1
