@@ -19,10 +19,10 @@ only the cache. The smoke variant builds its own small 16x16 cache. A missing
 data set stops the run at once with the command that downloads it.
 
 Hardware: one GPU with 32 GB or more (A100 or newer). XLA's estimate of one
-training step's working memory (compiled for CPU) is 13 GiB: 40 frames of 16
+training step's working memory (compiled for CPU) is 9.9 GiB: 40 frames of 16
 recordings at 32x32 keep about as many activations as CIFAR-10 at T = 4 (its
-LIF loops are not unrolled at T = 40, which costs memory on XLA:CPU; with
-``--config.model.memory=compact`` 11 GiB). A step
+LIF loops are not unrolled at T = 40; they write in place; with
+``--config.model.memory=compact`` 4.2 GiB). A step
 takes 7.0e12 FLOPs, the 200 epochs of about 1,100 training recordings (about
 13,400 steps) 9.4e16: at least half an hour at a sustained 50 TFLOP/s (an
 estimate; not measured).

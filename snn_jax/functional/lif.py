@@ -144,7 +144,9 @@ def lif_scan(
       reset: ``"zero"`` (hard reset, default) or ``"subtract"`` (see :func:`lif_step`).
       init_state: state before the first step; ``None`` is the resting state.
       return_membrane: also return the membrane trace ``u``.
-      unroll: ``lax.scan`` unroll factor (a speed knob; the result is the same).
+      unroll: unroll factor of the time loop (a speed knob; the result is the
+        same). ``True`` or ``>= T``: straight-line code. The custom_vjp's
+        backward loop below that runs one step per iteration, in place.
       implementation: ``"custom_vjp"`` (default) runs the hand-written STBP
         backward of :mod:`snn_jax.functional.lif_vjp`, which keeps only the
         membrane ``u`` for the backward pass; ``"autodiff"`` differentiates the plain

@@ -323,7 +323,7 @@ class SpikingModel(nn.Module):
       surrogate: surrogate gradient name (``snn_jax.surrogate.NAMES``).
       surrogate_param: its width/alpha/slope; ``None``: that surrogate's default.
       detach_reset: stop the gradient through the LIF reset.
-      unroll: ``lax.scan`` unroll factor of the LIF layers.
+      unroll: unroll factor of the LIF layers' time loops (``lif_scan``).
       memory: one of :data:`MEMORY_OPTIONS`: ``"none"``, ``"remat"`` (recompute
         blocks in the backward pass) or ``"compact"`` (spikes stored as bits,
         membranes recomputed: :mod:`snn_jax.functional.compact`).

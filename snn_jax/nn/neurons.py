@@ -50,7 +50,7 @@ class LIF(nn.Module):
       surrogate: spike function; ``None`` means ``surrogate.rectangular(1.0)``.
       detach_reset: stop the gradient through the reset ``(1 - o)``.
       learn_tau: learn one leak per layer (parametric LIF).
-      unroll: ``lax.scan`` unroll factor.
+      unroll: unroll factor of the LIF time loop (``lif_scan``).
       reset: ``"zero"`` (hard reset, default) or ``"subtract"``:
         ``u[t] = tau * (u[t-1] - v_th * o[t-1]) + x[t]`` (ANN-to-SNN conversion).
       channel_threshold: one threshold per channel (the last axis), a parameter
