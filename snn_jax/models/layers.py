@@ -179,13 +179,11 @@ class LayerFactory:
         check_choice("gradient", self.gradient, GRADIENTS)
         check_choice("memory option", self.memory, MEMORY_OPTIONS)
         if self.compact:
-            conflicts = currents_conflicts(
+            layer = {"neuron='relu'": self.neuron != "lif", "norm='none'": self.norm == "none"}
+            conflicts = [name for name, present in layer.items() if present]
+            conflicts += currents_conflicts(
                 reset=self.reset, channel_threshold=self.channel_threshold, gradient=self.gradient
             )
-            if self.norm == "none":
-                conflicts.insert(0, "norm='none'")
-            if self.neuron != "lif":
-                conflicts.insert(0, "neuron='relu'")
             if conflicts:
                 names = ", ".join(conflicts)
                 raise ValueError(
