@@ -325,3 +325,50 @@ def test_lif_from_currents_loop_forms_equal_autodiff_of_the_plain_layer(unroll):
     got = jax.jit(jax.value_and_grad(compact, (0, 1)))(terms, spikes)
     assert float(jnp.abs(ref[1][1]).sum()) > 0
     chex.assert_trees_all_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_compact_gradients_inside_shard_map_sum_the_shared_ones():
+    """Batch split over 4 devices by ``shard_map``: the LIF from currents and the spike
+    conv give the unsplit batch's gradients; the shared scales, shifts and kernel
+    get the sums over the devices."""
+    if jax.device_count() < 4:
+        pytest.skip("needs 4 devices")
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    shape = (T, 8, H, C)
+    z = jax.random.normal(jax.random.key(3), shape) * 2 + 0.5
+    scale, shift = jnp.linspace(0.1, 0.4, C), jnp.linspace(-0.2, 0.3, C)
+    spikes = _spikes(5, shape)
+    kernel = jax.random.normal(jax.random.key(7), (3, 3, C, 4))
+    w = jax.random.normal(jax.random.key(6), (T, 8, H, H, 4))
+    kw = dict(tau=0.3, v_th=0.5, surrogate=surrogate.rectangular())
+
+    def loss(z, scale, shift, spikes, kernel, w, compact):
+        if compact:
+            out = lif_from_currents(Currents(((z, scale, shift),), spikes), **kw)
+            conv = spike_conv_general_dilated
+        else:
+            out = snn_jax.lif_scan(z * scale + shift + spikes, implementation="autodiff", **kw)
+            conv = jax.lax.conv_general_dilated
+        # Each step's and example's spikes as an [H, H, C] image, through a 3x3 conv.
+        images = jnp.broadcast_to(out[:, :, None], (*out.shape[:2], H, H, C)).reshape(-1, H, H, C)
+        y = conv(images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(y.reshape(w.shape) * w)
+
+    args = (z, scale, shift, spikes, kernel, w)
+    ref = jax.grad(loss, (0, 1, 2, 3, 4))(*args, False)
+    mesh = jax.make_mesh((4,), ("data",))
+    batch, shared = P(None, "data"), P()
+    specs = (batch, shared, shared, batch, shared, batch)
+    split = jax.shard_map(
+        lambda *a: jax.grad(loss, (0, 1, 2, 3, 4))(*a, True),
+        mesh=mesh,
+        in_specs=specs,
+        out_specs=specs[:5],
+    )
+    placed = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(args, specs, strict=True)]
+    got = jax.jit(split)(*placed)
+    assert float(jnp.abs(ref[1]).max()) > 0  # a shared scale's gradient
+    assert float(jnp.abs(ref[4]).max()) > 0  # the shared kernel's
+    chex.assert_trees_all_close(got, ref, rtol=1e-5, atol=1e-5)

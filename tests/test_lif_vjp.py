@@ -157,3 +157,54 @@ def test_custom_vjp_with_one_time_step():
     got = jax.grad(loss, argnums=(0, 1, 2))(*args, "custom_vjp")
     assert float(jnp.abs(ref[2])) > 0
     chex.assert_trees_all_close(got, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("shared_state", [False, True])
+def test_custom_vjp_inside_shard_map_sums_the_shared_gradients(detach_reset, shared_state):
+    """Batch split over 4 devices by ``shard_map``: the gradients of the whole batch.
+
+    ``tau`` is shared (the same on every device); so is the initial state when
+    ``shared_state``; the resting state (``init_state=None``) is too. Their
+    gradients are the sums over the devices, as autodiff of the unsplit batch.
+    """
+    if jax.device_count() < 4:
+        pytest.skip("needs 4 devices")
+    x = jax.random.normal(jax.random.key(0), (T, 8, N)) * 0.5 + 0.4
+    w_o = jax.random.normal(jax.random.key(1), (T, 8, N))
+    tau = jnp.linspace(0.1, 0.9, N)
+    u0 = jnp.linspace(-0.2, 0.4, N) if shared_state else jnp.full((8, N), 0.3)
+
+    def loss(x, w_o, tau, u0, implementation, state=True):
+        init = snn_jax.LIFState(u0 * jnp.ones(x.shape[1:]), jnp.zeros(x.shape[1:]))
+        out = snn_jax.lif_scan(
+            x,
+            tau=tau,
+            init_state=init if state else None,
+            detach_reset=detach_reset,
+            implementation=implementation,
+        )
+        return jnp.sum(out * w_o)
+
+    mesh = jax.make_mesh((4,), ("data",))
+    batch, shared = jax.sharding.PartitionSpec(None, "data"), jax.sharding.PartitionSpec()
+    state_spec = shared if shared_state else jax.sharding.PartitionSpec("data")
+    for state in (True, False):
+        ref = jax.grad(loss, (0, 2, 3))(x, w_o, tau, u0, "autodiff", state)
+        split = jax.shard_map(
+            lambda x, w_o, tau, u0, state=state: jax.grad(loss, (0, 2, 3))(
+                x, w_o, tau, u0, "custom_vjp", state
+            ),
+            mesh=mesh,
+            in_specs=(batch, batch, shared, state_spec),
+            out_specs=(batch, shared, state_spec),
+        )
+        args = (x, w_o, tau, u0)
+        specs = (batch, batch, shared, state_spec)
+        args = [
+            jax.device_put(a, jax.sharding.NamedSharding(mesh, s))
+            for a, s in zip(args, specs, strict=True)
+        ]
+        got = jax.jit(split)(*args)
+        assert float(jnp.abs(ref[1]).max()) > 0
+        chex.assert_trees_all_close(got, ref, rtol=1e-5, atol=1e-6)

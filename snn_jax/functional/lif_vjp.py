@@ -33,6 +33,10 @@ The backward loop is never unrolled: XLA:CPU then copies the buffer it
 updates in every iteration. With ``unroll >= T`` (or ``True``) the loops are
 straight-line code, which XLA:CPU runs best when there are few, large steps
 (T = 4 in the paper configs).
+
+Inside ``shard_map`` the gradient of an argument that is the same on every
+device (a shared leak, the resting state) is the sum over the devices, as
+autodiff gives it (:func:`cotangent_of`; tested against the unsplit batch).
 """
 
 from __future__ import annotations
@@ -74,6 +78,32 @@ def _membrane(x, tau, u0, o0, v_th, unroll):
     return jax.lax.fori_loop(1, x.shape[0], body, (u1, out), unroll=unroll)[1]
 
 
+def cotangent_of(primal: Array, ct: Array) -> Array:
+    """``ct`` typed as the cotangent of ``primal`` inside ``shard_map``.
+
+    A custom backward rule must return cotangents that vary over the same mesh
+    axes as their primals. One computed from per-device data varies over the
+    device axis; if its primal is the same on every device (a shared leak,
+    the resting state), its cotangent is the sum over the devices, the
+    transpose of the implicit broadcast, as autodiff computes it. Outside
+    ``shard_map`` both sets of axes are empty and ``ct`` is returned as it is.
+
+    >>> cotangent_of(jnp.ones(3), jnp.arange(3.0))
+    Array([0., 1., 2.], dtype=float32)
+    """
+    want, have = _varying_axes(primal), _varying_axes(ct)
+    if extra := tuple(sorted(have - want)):
+        ct = jax.lax.psum(ct, extra)
+    if missing := tuple(sorted(want - have)):
+        ct = jax.lax.pcast(ct, missing, to="varying")
+    return ct
+
+
+def _varying_axes(x: Array) -> frozenset[str]:
+    """The mesh axes over which ``x`` differs between devices inside ``shard_map``."""
+    return jax.typeof(x).manual_axis_type.varying
+
+
 def _unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
     """Sums ``g`` down to ``shape`` (the reverse of numpy broadcasting)."""
     lead = g.ndim - len(shape)
@@ -92,7 +122,8 @@ def _lif(x, tau, u0, o0, v_th, spike, detach_reset, return_membrane, unroll):
 def _lif_fwd(x, tau, u0, o0, v_th, spike, detach_reset, return_membrane, unroll):
     u = _membrane(x, tau, u0, o0, v_th, unroll)
     o = heaviside(u - v_th)
-    return ((o, u) if return_membrane else o), (u, tau, u0, o0)
+    # x[:0] holds no data, only x's type: the mesh axes it varies over in shard_map.
+    return ((o, u) if return_membrane else o), (u, tau, u0, o0, x[:0])
 
 
 def _stbp_step(d_next, g_o_t, u_t, *, tau, v_th, spike, detach_reset):
@@ -142,15 +173,16 @@ def _stbp_reverse(u, g_o, g_u, *, tau, v_th, spike, detach_reset, unroll):
 
 
 def _lif_bwd(v_th, spike, detach_reset, return_membrane, unroll, res, g):
-    u, tau, u0, o0 = res
+    u, tau, u0, o0, x_type = res
     g_o, g_u = g if return_membrane else (g, None)
     rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
     dx, dtau = _stbp_reverse(u, g_o, g_u, unroll=unroll, **rule)
     keep0 = 1 - o0
-    dtau = dtau + dx[0] * u0 * keep0
-    du0 = tau * keep0 * dx[0]
-    do0 = jnp.zeros_like(o0) if detach_reset else -tau * u0 * dx[0]
-    return dx, _unbroadcast(dtau, tau.shape).astype(tau.dtype), du0, do0
+    dtau = _unbroadcast(dtau + dx[0] * u0 * keep0, tau.shape).astype(tau.dtype)
+    du0 = _unbroadcast(tau * keep0 * dx[0], u0.shape)
+    do0 = jnp.zeros_like(o0) if detach_reset else _unbroadcast(-tau * u0 * dx[0], o0.shape)
+    primals = (x_type, tau, u0, o0)
+    return tuple(cotangent_of(p, c) for p, c in zip(primals, (dx, dtau, du0, do0), strict=True))
 
 
 def _at(xs: Array, t) -> Array:
