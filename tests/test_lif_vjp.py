@@ -130,7 +130,10 @@ def test_unknown_implementation_is_rejected():
 
 
 def test_custom_vjp_keeps_one_time_series_for_the_backward_pass(capsys):
-    """Only the membrane is saved ([T, B, N] once); autodiff of the scan saves three."""
+    """Only the membrane is saved ([T, B, N] once); autodiff of the scan saves more.
+
+    (Three series with JAX 0.10; how many is JAX's choice, so only "more" is checked.)
+    """
     from jax.ad_checkpoint import print_saved_residuals
 
     x, _, _ = _inputs()
@@ -141,7 +144,8 @@ def test_custom_vjp_keeps_one_time_series_for_the_backward_pass(capsys):
             lambda x, impl=impl: jnp.sum(snn_jax.lif_scan(x, implementation=impl)), x
         )
         counts[impl] = capsys.readouterr().out.count(series)
-    assert counts == {"custom_vjp": 1, "autodiff": 3}
+    assert counts["custom_vjp"] == 1
+    assert counts["autodiff"] > 1
 
 
 def test_custom_vjp_with_one_time_step():
