@@ -192,23 +192,20 @@ def test_custom_vjp_inside_shard_map_sums_the_shared_gradients(detach_reset, sha
 
     mesh = jax.make_mesh((4,), ("data",))
     batch, shared = jax.sharding.PartitionSpec(None, "data"), jax.sharding.PartitionSpec()
-    state_spec = shared if shared_state else jax.sharding.PartitionSpec("data")
+    specs = (batch, batch, shared, shared if shared_state else jax.sharding.PartitionSpec("data"))
+    args = (x, w_o, tau, u0)
+    placed = [
+        jax.device_put(a, jax.sharding.NamedSharding(mesh, s))
+        for a, s in zip(args, specs, strict=True)
+    ]
     for state in (True, False):
-        ref = jax.grad(loss, (0, 2, 3))(x, w_o, tau, u0, "autodiff", state)
+        ref = jax.grad(loss, (0, 2, 3))(*args, "autodiff", state)
         split = jax.shard_map(
-            lambda x, w_o, tau, u0, state=state: jax.grad(loss, (0, 2, 3))(
-                x, w_o, tau, u0, "custom_vjp", state
-            ),
+            lambda *a, state=state: jax.grad(loss, (0, 2, 3))(*a, "custom_vjp", state),
             mesh=mesh,
-            in_specs=(batch, batch, shared, state_spec),
-            out_specs=(batch, shared, state_spec),
+            in_specs=specs,
+            out_specs=(specs[0], specs[2], specs[3]),
         )
-        args = (x, w_o, tau, u0)
-        specs = (batch, batch, shared, state_spec)
-        args = [
-            jax.device_put(a, jax.sharding.NamedSharding(mesh, s))
-            for a, s in zip(args, specs, strict=True)
-        ]
-        got = jax.jit(split)(*args)
+        got = jax.jit(split)(*placed)
         assert float(jnp.abs(ref[1]).max()) > 0
         chex.assert_trees_all_close(got, ref, rtol=1e-5, atol=1e-6)
