@@ -288,6 +288,36 @@ def test_dense_fed_by_spikes_counts_spikes_times_out_features():
     np.testing.assert_allclose(entry["input_rate"], spikes.mean(), rtol=1e-6)
 
 
+_TRACES = []  # the input shapes CountedTraces was traced with
+
+
+class CountedTraces(nn.Module):
+    """A dense layer that records its traces (its Python runs only when traced)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        _TRACES.append(x.shape)
+        return nn.Dense(5, name="fc")(x)
+
+
+def test_count_operations_compiles_once_per_input_shape_with_fresh_values():
+    traces = _TRACES
+    model = CountedTraces()
+    rng = np.random.default_rng(1)
+    batches = [(rng.random((B, 9)) < p).astype(np.float32) for p in (0.2, 0.6, 0.4)]
+    variables = model.init(jax.random.key(0), batches[0])
+    traces.clear()
+    for spikes in batches:  # one shape: one trace, each batch's own counts
+        ops = analysis.count_operations(model, variables, jnp.asarray(spikes))
+        assert ops["fc"]["ops"] == spikes.sum() * 5 / B
+    assert len(traces) == 1
+    wider = (rng.random((2 * B, 9)) < 0.5).astype(np.float32)
+    assert analysis.count_operations(model, variables, wider)["fc"]["ops"] == wider.sum() * 5 / (
+        2 * B
+    )
+    assert len(traces) == 2
+
+
 def _np_conv_connections(h, w, k, stride, pad, c_out):
     """Per input pixel, how many (output position, kernel tap) pairs read it, times C_out."""
     out_h = (h + pad[0][0] + pad[0][1] - k) // stride + 1

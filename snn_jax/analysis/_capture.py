@@ -11,12 +11,14 @@ Jacobian a plain ``jax.vjp``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 __all__ = ["Call", "ModulePredicate", "capture_calls", "path_name", "subtree"]
 
@@ -86,6 +88,51 @@ class Call:
         return out
 
 
+# Jitted capture passes by (model, predicate, train, outermost, input types), most
+# recent last: analysing a model batch after batch compiles it once per input shape.
+_PASSES: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_MAX_PASSES = 8
+
+
+def _compiled_pass(model, predicate, train, outermost, variables, x):
+    """``(jitted run, recorded calls, their static parts)``, reused for the same key.
+
+    ``run(variables, x) -> (output, arrays)`` returns each recorded call's array
+    arguments and output; the calls themselves and their non-array arguments
+    (flags) are filled in ``recorded`` and ``static`` when ``run`` is traced,
+    and stay valid for every later call with the same input types. The model
+    is keyed by identity and kept with its entry, so the key cannot be reused
+    by another object while the entry exists.
+    """
+    leaves, treedef = jax.tree.flatten((variables, x))
+    types = tuple((np.shape(v), getattr(v, "dtype", type(v))) for v in leaves)
+    key = (id(model), predicate, train, outermost, treedef, types)
+    if key in _PASSES:
+        _PASSES.move_to_end(key)
+        return _PASSES[key][1:]
+    recorded: list[Call] = []
+    static: list[tuple[Any, list[Any], list[bool]]] = []
+
+    def run(variables, x):
+        calls, out = capture_calls(model, variables, x, predicate, train=train, outermost=outermost)
+        # Kept without the traced values, which come back as outputs instead.
+        recorded[:] = [dataclasses.replace(c, args=(), kwargs={}, output=None) for c in calls]
+        static.clear()
+        arrays = []
+        for c in calls:  # array arguments come back; the others (flags) stay static
+            leaves, treedef = jax.tree.flatten((c.args, c.kwargs))
+            is_array = [isinstance(v, jax.Array) for v in leaves]
+            flags = [None if a else v for v, a in zip(leaves, is_array, strict=True)]
+            static.append((treedef, flags, is_array))
+            arrays.append(([v for v, a in zip(leaves, is_array, strict=True) if a], c.output))
+        return out, arrays
+
+    _PASSES[key] = (model, jax.jit(run), recorded, static)
+    if len(_PASSES) > _MAX_PASSES:
+        _PASSES.popitem(last=False)
+    return _PASSES[key][1:]
+
+
 def capture_calls(
     model: nn.Module,
     variables: Mapping[str, Any],
@@ -109,7 +156,9 @@ def capture_calls(
       compiled: run the forward pass under ``jax.jit`` (much faster than op by
         op for a deep model): the calls' array arguments and outputs are then
         the concrete results (or the outer trace's values when called inside
-        a ``jax.jit``).
+        a ``jax.jit``). The compiled pass is reused by later calls with the
+        same model object, predicate, flags and input shapes and dtypes (the
+        last eight are kept), so batch after batch compiles once.
       replace_input: ``(k, input) -> new input`` for the k-th recorded call
         (in call order): the call then runs on, and records, the new input.
 
@@ -119,24 +168,8 @@ def capture_calls(
     if compiled and replace_input is not None:
         raise ValueError("capture_calls: compiled=True cannot be combined with replace_input")
     if compiled:
-        recorded: list[Call] = []
-        static: list[tuple[Any, list[Any], list[bool]]] = []
-
-        def run(variables, x):
-            calls, out = capture_calls(
-                model, variables, x, predicate, train=train, outermost=outermost
-            )
-            recorded[:] = calls
-            static.clear()
-            arrays = []
-            for c in calls:  # array arguments come back; the others (flags) stay static
-                leaves, treedef = jax.tree.flatten((c.args, c.kwargs))
-                is_array = [isinstance(v, jax.Array) for v in leaves]
-                static.append((treedef, leaves, is_array))
-                arrays.append(([v for v, a in zip(leaves, is_array, strict=True) if a], c.output))
-            return out, arrays
-
-        output, arrays = jax.jit(run)(variables, x)
+        run, recorded, static = _compiled_pass(model, predicate, train, outermost, variables, x)
+        output, arrays = run(variables, x)
         calls = []
         for c, (treedef, leaves, is_array), (values, out) in zip(
             recorded, static, arrays, strict=True
