@@ -276,6 +276,33 @@ def test_rejects_input_without_time_and_batch(shape):
         lif_scan(jnp.zeros(shape))
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"dtype": jnp.int32}, TypeError, "floating-point"),
+        ({"tau": jnp.full((3,), 0.5)}, ValueError, r"tau of shape \(3,\) does not broadcast"),
+        ({"v_th": jnp.full((2, B, N), 0.5)}, ValueError, "v_th of shape"),
+        ({"state": (B + 1, N)}, ValueError, r"init_state.u has shape \(4, 4\); it must be"),
+    ],
+)
+def test_rejects_inputs_that_do_not_fit_the_time_step(kwargs, error, message):
+    """Wrong dtype, a leak or threshold that does not broadcast to [B, ...], a state of
+    another shape: a clear error instead of a broadcast deep inside the scan."""
+    x = jnp.zeros((T, B, N), kwargs.pop("dtype", jnp.float32))
+    if "state" in kwargs:
+        shape = kwargs.pop("state")
+        kwargs["init_state"] = LIFState(jnp.zeros(shape), jnp.zeros(shape))
+    with pytest.raises(error, match=message):
+        lif_scan(x, **kwargs)
+
+
+@pytest.mark.parametrize("tau_shape", [(N,), (1, N), (B, N)])
+def test_leak_per_neuron_or_channel_is_accepted(tau_shape):
+    x = jnp.asarray(inputs((T, B, N), seed=2))
+    tau = jnp.full(tau_shape, 0.3)
+    np.testing.assert_array_equal(lif_scan(x, tau=tau), lif_scan(x, tau=0.3))
+
+
 def test_public_names():
     assert snn_jax.lif_scan is lif_scan
     assert snn_jax.lif_step is lif_step

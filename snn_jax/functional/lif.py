@@ -69,6 +69,14 @@ def check_lif_params(tau, v_th, reset: str = "zero") -> None:
         raise ValueError(f"unknown reset {reset!r}; expected one of {RESETS}")
 
 
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` (numpy's rule) without growing it."""
+    try:
+        return jnp.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
 def lif_step(
     state: LIFState,
     x: Array,
@@ -158,6 +166,12 @@ def lif_scan(
       Spikes ``o`` of shape ``[T, B, ...]`` (exactly 0 or 1, dtype of ``x``), or
       ``(o, u)`` when ``return_membrane`` is true.
 
+    Raises:
+      ValueError: ``x`` without time and batch axes; ``tau`` or ``v_th`` out of
+        range or not broadcastable to one step ``x[0]``; ``init_state`` arrays
+        not of ``x[0]``'s shape; an unknown ``reset`` or ``implementation``.
+      TypeError: an integer or boolean ``x``.
+
     >>> x = jnp.full((3, 1), 0.2)
     >>> o, u = lif_scan(x, return_membrane=True)
     >>> u[:, 0]  # 0.2, 0.25 * 0.2 + 0.2, 0.25 * 0.25 + 0.2
@@ -167,7 +181,23 @@ def lif_scan(
         raise ValueError(
             f"lif_scan expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
         )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"lif_scan expects a floating-point input current, got dtype {x.dtype}")
     check_lif_params(tau, v_th, reset)
+    step_shape = x.shape[1:]
+    for name, value in (("tau", tau), ("v_th", v_th)):
+        if jnp.ndim(value) and not _broadcasts_to(jnp.shape(value), step_shape):
+            raise ValueError(
+                f"{name} of shape {jnp.shape(value)} does not broadcast to one time step of "
+                f"the input, shape {step_shape}"
+            )
+    if init_state is not None:
+        for name, value in (("u", init_state.u), ("o", init_state.o)):
+            if jnp.shape(value) != step_shape:
+                raise ValueError(
+                    f"init_state.{name} has shape {jnp.shape(value)}; it must be the shape of "
+                    f"one time step of the input, {step_shape}"
+                )
     if implementation not in ("custom_vjp", "autodiff"):
         raise ValueError(
             f"implementation must be 'custom_vjp' or 'autodiff', got {implementation!r}"
