@@ -296,6 +296,11 @@ def test_rejects_inputs_that_do_not_fit_the_time_step(kwargs, error, message):
         lif_scan(x, **kwargs)
 
 
+def test_step_rejects_a_state_of_another_shape():
+    with pytest.raises(ValueError, match=r"state.u has shape \(3,\); it must be"):
+        lif_step(LIFState.zeros((3,)), jnp.ones((4,)))
+
+
 @pytest.mark.parametrize("tau_shape", [(N,), (1, N), (B, N)])
 def test_leak_per_neuron_or_channel_is_accepted(tau_shape):
     x = jnp.asarray(inputs((T, B, N), seed=2))

@@ -69,6 +69,17 @@ def check_lif_params(tau, v_th, reset: str = "zero") -> None:
         raise ValueError(f"unknown reset {reset!r}; expected one of {RESETS}")
 
 
+def _check_state(name: str, state: LIFState, step_shape: tuple[int, ...]) -> None:
+    """Raises ``ValueError`` unless ``state.u`` and ``state.o`` have one input step's shape."""
+    for field in ("u", "o"):
+        shape = jnp.shape(getattr(state, field))
+        if shape != tuple(step_shape):
+            raise ValueError(
+                f"{name}.{field} has shape {shape}; it must be the shape of one time step "
+                f"of the input, {tuple(step_shape)}"
+            )
+
+
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     """Whether an array of ``shape`` broadcasts to ``target`` (numpy's rule) without growing it."""
     try:
@@ -103,6 +114,10 @@ def lif_step(
     Returns:
       ``(LIFState(u[t], o[t]), o[t])``.
 
+    Raises:
+      ValueError: ``state`` arrays not of ``x``'s shape, ``tau`` or ``v_th``
+        out of range, or an unknown ``reset``.
+
     >>> s = LIFState.zeros((2,))
     >>> s, o = lif_step(s, jnp.array([0.4, 0.6]))
     >>> o
@@ -116,6 +131,7 @@ def lif_step(
     Array([0.2], dtype=float32)
     """
     check_lif_params(tau, v_th, reset)
+    _check_state("state", state, jnp.shape(x))
     spike = surrogate or surrogate_lib.get("rectangular", width=1.0)
     o_prev = jax.lax.stop_gradient(state.o) if detach_reset else state.o
     if reset == "subtract":
@@ -192,12 +208,7 @@ def lif_scan(
                 f"the input, shape {step_shape}"
             )
     if init_state is not None:
-        for name, value in (("u", init_state.u), ("o", init_state.o)):
-            if jnp.shape(value) != step_shape:
-                raise ValueError(
-                    f"init_state.{name} has shape {jnp.shape(value)}; it must be the shape of "
-                    f"one time step of the input, {step_shape}"
-                )
+        _check_state("init_state", init_state, step_shape)
     if implementation not in ("custom_vjp", "autodiff"):
         raise ValueError(
             f"implementation must be 'custom_vjp' or 'autodiff', got {implementation!r}"
