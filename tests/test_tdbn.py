@@ -228,6 +228,11 @@ def test_rejects_fewer_than_three_axes(shape):
         bn.init(jax.random.key(0), jnp.ones(shape), use_running_average=False)
 
 
+def test_statistics_reject_a_single_axis():
+    with pytest.raises(ValueError, match=r"\[T, B, \.\.\., C\]"):
+        tdbn_statistics(jnp.ones((5,)))
+
+
 def test_rejects_changed_channel_count():
     bn = snn.TdBatchNorm()
     _, variables = init_train(bn, data((4, 3, 3), seed=14))

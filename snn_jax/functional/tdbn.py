@@ -34,10 +34,18 @@ def tdbn_statistics(x: Array, axis_name: str | None = None) -> tuple[Array, Arra
     Returns:
       ``(mean, var)``, each of shape ``[C]``.
 
+    Raises:
+      ValueError: ``x`` with fewer than two axes (no examples to average over).
+
     >>> x = jnp.arange(8.0).reshape(2, 2, 2)  # T=2, B=2, C=2
     >>> tdbn_statistics(x)
     (Array([3., 4.], dtype=float32), Array([5., 5.], dtype=float32))
     """
+    if x.ndim < 2:
+        raise ValueError(
+            f"tdbn_statistics expects [T, B, ..., C] (or time folded into the batch, "
+            f"[T*B, ..., C]), got shape {x.shape}"
+        )
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axes)
