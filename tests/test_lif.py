@@ -288,6 +288,7 @@ def test_rejects_input_without_time_and_batch(shape):
 def test_rejects_inputs_that_do_not_fit_the_time_step(kwargs, error, message):
     """Wrong dtype, a leak or threshold that does not broadcast to [B, ...], a state of
     another shape: a clear error instead of a broadcast deep inside the scan."""
+    kwargs = dict(kwargs)  # the parameter set's own dict stays as it is
     x = jnp.zeros((T, B, N), kwargs.pop("dtype", jnp.float32))
     if "state" in kwargs:
         shape = kwargs.pop("state")

@@ -209,3 +209,40 @@ def test_custom_vjp_inside_shard_map_sums_the_shared_gradients(detach_reset, sha
         got = jax.jit(split)(*placed)
         assert float(jnp.abs(ref[1]).max()) > 0
         chex.assert_trees_all_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_custom_vjp_inside_shard_map_with_the_input_shared():
+    """The same input on every device, a different initial state on each: the input's
+    gradient is the sum of the devices' gradients (the ``x[:0]`` residual's purpose)."""
+    if jax.device_count() < 4:
+        pytest.skip("needs 4 devices")
+    x = jax.random.normal(jax.random.key(0), (T, 2, N)) * 0.5 + 0.4
+    w_o = jax.random.normal(jax.random.key(1), (T, 2, N))
+    tau = jnp.linspace(0.1, 0.9, N)
+    u0 = jax.random.uniform(jax.random.key(2), (4 * 2, N))  # [devices * 2, N], split
+
+    def loss(x, tau, u0, implementation):
+        state = snn_jax.LIFState(u0, jnp.zeros_like(u0))
+        out = snn_jax.lif_scan(x, tau=tau, init_state=state, implementation=implementation)
+        return jnp.sum(out * w_o)
+
+    per_device = jax.vmap(jax.grad(loss, (0, 1, 2)), in_axes=(None, None, 0, None))
+    gx, gtau, gu0 = per_device(x, tau, u0.reshape(4, 2, N), "autodiff")
+    ref = (gx.sum(0), gtau.sum(0), gu0.reshape(4 * 2, N))
+    mesh = jax.make_mesh((4,), ("data",))
+    shared, split = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("data")
+    specs = (shared, shared, split)
+    placed = [
+        jax.device_put(a, jax.sharding.NamedSharding(mesh, s))
+        for a, s in zip((x, tau, u0), specs, strict=True)
+    ]
+    got = jax.jit(
+        jax.shard_map(
+            lambda *a: jax.grad(loss, (0, 1, 2))(*a, "custom_vjp"),
+            mesh=mesh,
+            in_specs=specs,
+            out_specs=specs,
+        )
+    )(*placed)
+    assert float(jnp.abs(ref[0]).max()) > 0
+    chex.assert_trees_all_close(got, ref, rtol=1e-5, atol=1e-5)

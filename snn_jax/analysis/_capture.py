@@ -100,7 +100,10 @@ def _compiled_pass(model, predicate, train, outermost, variables, x):
     ``run(variables, x) -> (output, arrays)`` returns each recorded call's array
     arguments and output; the calls themselves and their non-array arguments
     (flags) are filled in ``recorded`` and ``static`` when ``run`` is traced,
-    and stay valid for every later call with the same input types. The model
+    and stay valid for every later call with the same input types (``jax.jit``
+    may still retrace, e.g. for weak types or inside ``jax.set_mesh``; a model
+    calls the same submodules with the same flags then, so each trace records
+    the same structure). The model
     is keyed by identity and kept with its entry, so the key cannot be reused
     by another object while the entry exists.
     """

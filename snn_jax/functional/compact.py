@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snn_jax.functional.lif_vjp import _stbp_reverse, _unrolled, cotangent_of
+from snn_jax.functional.lif_vjp import _cotangent_of, _stbp_reverse, _unrolled
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
 
 Array = jax.Array
@@ -292,13 +292,13 @@ def _lif_currents_bwd(tau, v_th, spike, detach_reset, unroll, res, g):
     dshift = jnp.sum(dx, axes)
     dterms = tuple(
         (
-            cotangent_of(z, (dx * scale).astype(z.dtype)),
-            cotangent_of(scale, jnp.sum(dx * z.astype(jnp.float32), axes).astype(scale.dtype)),
-            cotangent_of(shift, dshift.astype(shift.dtype)),
+            _cotangent_of(z, (dx * scale).astype(z.dtype)),
+            _cotangent_of(scale, jnp.sum(dx * z.astype(jnp.float32), axes).astype(scale.dtype)),
+            _cotangent_of(shift, dshift.astype(shift.dtype)),
         )
         for z, scale, shift in terms
     )
-    return dterms, None if spikes is None else cotangent_of(packed, dx.astype(spikes.dtype))
+    return dterms, None if spikes is None else _cotangent_of(packed, dx.astype(spikes.dtype))
 
 
 _lif_currents.defvjp(_lif_currents_fwd, _lif_currents_bwd)

@@ -186,7 +186,7 @@ def lif_scan(
       ValueError: ``x`` without time and batch axes; ``tau`` or ``v_th`` out of
         range or not broadcastable to one step ``x[0]``; ``init_state`` arrays
         not of ``x[0]``'s shape; an unknown ``reset`` or ``implementation``.
-      TypeError: an integer or boolean ``x``.
+      TypeError: an ``x`` that is not floating point.
 
     >>> x = jnp.full((3, 1), 0.2)
     >>> o, u = lif_scan(x, return_membrane=True)
@@ -198,14 +198,18 @@ def lif_scan(
             f"lif_scan expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"lif_scan expects a floating-point input current, got dtype {x.dtype}")
+        raise TypeError(
+            f"lif_scan expects a floating-point input current, got dtype {x.dtype}; "
+            "cast it first, e.g. x.astype(jnp.float32)"
+        )
     check_lif_params(tau, v_th, reset)
     step_shape = x.shape[1:]
     for name, value in (("tau", tau), ("v_th", v_th)):
         if jnp.ndim(value) and not _broadcasts_to(jnp.shape(value), step_shape):
             raise ValueError(
                 f"{name} of shape {jnp.shape(value)} does not broadcast to one time step of "
-                f"the input, shape {step_shape}"
+                f"the input, shape {step_shape}; give a scalar, one value per channel "
+                f"(shape {step_shape[-1:]}) or one per neuron (shape {step_shape})"
             )
     if init_state is not None:
         _check_state("init_state", init_state, step_shape)

@@ -36,7 +36,7 @@ straight-line code, which XLA:CPU runs best when there are few, large steps
 
 Inside ``shard_map`` the gradient of an argument that is the same on every
 device (a shared leak, the resting state) is the sum over the devices, as
-autodiff gives it (:func:`cotangent_of`; tested against the unsplit batch).
+autodiff gives it (:func:`_cotangent_of`; tested against the unsplit batch).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _membrane(x, tau, u0, o0, v_th, unroll):
     return jax.lax.fori_loop(1, x.shape[0], body, (u1, out), unroll=unroll)[1]
 
 
-def cotangent_of(primal: Array, ct: Array) -> Array:
+def _cotangent_of(primal: Array, ct: Array) -> Array:
     """``ct`` typed as the cotangent of ``primal`` inside ``shard_map``.
 
     A custom backward rule must return cotangents that vary over the same mesh
@@ -88,7 +88,7 @@ def cotangent_of(primal: Array, ct: Array) -> Array:
     transpose of the implicit broadcast, as autodiff computes it. Outside
     ``shard_map`` both sets of axes are empty and ``ct`` is returned as it is.
 
-    >>> cotangent_of(jnp.ones(3), jnp.arange(3.0))
+    >>> _cotangent_of(jnp.ones(3), jnp.arange(3.0))
     Array([0., 1., 2.], dtype=float32)
     """
     want, have = _varying_axes(primal), _varying_axes(ct)
@@ -179,10 +179,10 @@ def _lif_bwd(v_th, spike, detach_reset, return_membrane, unroll, res, g):
     dx, dtau = _stbp_reverse(u, g_o, g_u, unroll=unroll, **rule)
     keep0 = 1 - o0
     dtau = _unbroadcast(dtau + dx[0] * u0 * keep0, tau.shape).astype(tau.dtype)
-    du0 = _unbroadcast(tau * keep0 * dx[0], u0.shape)
-    do0 = jnp.zeros_like(o0) if detach_reset else _unbroadcast(-tau * u0 * dx[0], o0.shape)
+    du0 = tau * keep0 * dx[0]
+    do0 = jnp.zeros_like(o0) if detach_reset else -tau * u0 * dx[0]
     primals = (x_type, tau, u0, o0)
-    return tuple(cotangent_of(p, c) for p, c in zip(primals, (dx, dtau, du0, do0), strict=True))
+    return tuple(_cotangent_of(p, c) for p, c in zip(primals, (dx, dtau, du0, do0), strict=True))
 
 
 def _at(xs: Array, t) -> Array:
