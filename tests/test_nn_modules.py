@@ -222,6 +222,16 @@ def test_rate_encode_is_bernoulli():
     assert not np.array_equal(s[0], s[1]) or not np.array_equal(s[1], s[2])
 
 
+@pytest.mark.parametrize("value", [255.0, -0.1])
+def test_rate_encode_rejects_intensities_outside_0_1(value):
+    x = jnp.full((B, N), 0.5).at[0, 0].set(value)
+    with pytest.raises(ValueError, match=r"intensities in \[0, 1\]"):
+        snn.rate_encode(jax.random.key(0), x, T)
+    # Under jit the values are not known: no check, the same code path otherwise.
+    encode = jax.jit(snn.rate_encode, static_argnums=2)
+    assert encode(jax.random.key(0), jnp.full((B, N), 0.5), T).shape == (T, B, N)
+
+
 def test_rate_encode_keeps_bfloat16():
     p = jnp.full((B, N), 0.5, jnp.bfloat16)
     s = snn.rate_encode(jax.random.key(3), p, T)

@@ -35,12 +35,23 @@ def rate_encode(key: jax.Array, x: jax.Array, time_steps: int) -> jax.Array:
     Returns:
       Spikes ``[T, B, ...]`` of 0 and 1 in ``x.dtype``.
 
+    Raises:
+      ValueError: ``time_steps < 1``, or a concrete ``x`` outside [0, 1] (a
+        traced ``x``, under ``jax.jit``, cannot be checked).
+
     >>> s = rate_encode(jax.random.key(0), jnp.array([0.0, 1.0]), 5)
     >>> s[:, 0].sum(), s[:, 1].sum()
     (Array(0., dtype=float32), Array(5., dtype=float32))
     """
     if time_steps < 1:
         raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+    if not isinstance(x, jax.core.Tracer) and x.size:
+        low, high = float(jnp.min(x)), float(jnp.max(x))
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"rate_encode needs intensities in [0, 1] (spike probabilities), got values "
+                f"in [{low}, {high}]; scale them first, e.g. pixels / 255"
+            )
     u = jax.random.uniform(key, (time_steps, *x.shape))
     return (u < x).astype(x.dtype)
 
