@@ -79,24 +79,20 @@ def _membrane(x, tau, u0, o0, v_th, unroll):
 
 
 def _cotangent_of(primal: Array, ct: Array) -> Array:
-    """``ct`` typed as the cotangent of ``primal`` inside ``shard_map``.
+    """``ct`` summed over the ``shard_map`` devices on which ``primal`` does not vary.
 
     A custom backward rule must return cotangents that vary over the same mesh
-    axes as their primals. One computed from per-device data varies over the
-    device axis; if its primal is the same on every device (a shared leak,
-    the resting state), its cotangent is the sum over the devices, the
-    transpose of the implicit broadcast, as autodiff computes it. Outside
-    ``shard_map`` both sets of axes are empty and ``ct`` is returned as it is.
+    axes as their primals. One computed from the outputs' cotangent varies
+    over every axis any input varies over; if its primal is the same on every
+    device (a shared leak, the resting state), its cotangent is the sum over
+    the devices, the transpose of the implicit broadcast, as autodiff computes
+    it. Outside ``shard_map`` there are no such axes and ``ct`` is returned as it is.
 
     >>> _cotangent_of(jnp.ones(3), jnp.arange(3.0))
     Array([0., 1., 2.], dtype=float32)
     """
-    want, have = _varying_axes(primal), _varying_axes(ct)
-    if extra := tuple(sorted(have - want)):
-        ct = jax.lax.psum(ct, extra)
-    if missing := tuple(sorted(want - have)):
-        ct = jax.lax.pcast(ct, missing, to="varying")
-    return ct
+    extra = tuple(sorted(_varying_axes(ct) - _varying_axes(primal)))
+    return jax.lax.psum(ct, extra) if extra else ct
 
 
 def _varying_axes(x: Array) -> frozenset[str]:
