@@ -5,6 +5,7 @@ allocated or compiled), so every named model is covered in seconds; numerical
 checks compile only small pieces (a residual block, the digits CNN).
 """
 
+import functools
 import math
 
 import chex
@@ -380,6 +381,64 @@ def test_fast_paths_give_the_same_loss_gradients_and_statistics(fast):
     np.testing.assert_allclose(value_fast, value, rtol=1e-6)
     chex.assert_trees_all_close(grads_fast, grads, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(stats_fast, stats, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 devices (tests/conftest.py)")
+@pytest.mark.parametrize("memory", ["none", "compact"])
+def test_axis_name_gives_global_statistics_inside_shard_map(memory):
+    """A zoo model in hand-written ``shard_map`` over a split batch equals the unsplit model.
+
+    With ``axis_name`` every norm takes the global batch's statistics: the same
+    logits, running statistics and parameter gradients (shared parameters'
+    summed over devices) as one device on the whole batch. Without it each
+    device normalizes its own quarter, which gives other statistics.
+    """
+    model = models.get_model(
+        "resnet19", width=4, stage_sizes=(1, 1), hidden_features=8, time_steps=T, num_classes=K
+    ).clone(memory=memory)
+    rng = np.random.default_rng(0)
+    # batch rows of different scales, so per-device statistics differ from global ones
+    x = jnp.asarray(rng.uniform(0, 4, (8, 8, 8, 3)) * np.arange(1, 9)[:, None, None, None])
+    w = jnp.asarray(rng.normal(size=(8, K)))
+    variables = jax.jit(lambda x: model.init(jax.random.key(1), x, train=False))(x)
+
+    def loss(params, x, w, model):
+        logits, state = model.apply(
+            {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(logits * w), (logits, state["batch_stats"])
+
+    grad = jax.grad(loss, has_aux=True)
+    grads, (logits, stats) = jax.jit(functools.partial(grad, model=model))(
+        variables["params"], x, w
+    )
+    mesh = jax.make_mesh((4,), ("data",))
+    split, shared = jax.sharding.PartitionSpec("data"), jax.sharding.PartitionSpec()
+
+    per_device = jax.shard_map(
+        functools.partial(grad, model=model.clone(axis_name="data")),
+        mesh=mesh,
+        in_specs=(shared, split, split),
+        out_specs=(shared, (split, shared)),
+    )
+    on = functools.partial(jax.sharding.NamedSharding, mesh)
+    params_r, x_s, w_s = jax.device_put(
+        (variables["params"], x, w), (on(shared), on(split), on(split))
+    )
+    got_grads, (got_logits, got_stats) = jax.jit(per_device)(params_r, x_s, w_s)
+    assert float(optax.tree.norm(grads)) > 0
+    np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(got_stats, stats, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(got_grads, grads, rtol=1e-4, atol=1e-5)
+    # not vacuous: per-device statistics give other running estimates
+    local = jax.shard_map(
+        lambda x: model.apply(variables, x, train=True, mutable=["batch_stats"])[1],
+        mesh=mesh,
+        in_specs=split,
+        out_specs=split,
+    )
+    device0 = np.asarray(jax.jit(local)(x_s)["batch_stats"]["stem"]["norm"]["mean"])[:4]
+    assert np.abs(device0 - np.asarray(stats["stem"]["norm"]["mean"])).max() > 1e-2
 
 
 def test_digits_cnn_norms_fold_into_convs(digits):

@@ -155,6 +155,7 @@ class LayerFactory:
         spikes store their input as bits and ``normalize`` returns
         :class:`~snn_jax.functional.Currents` for the neuron (see
         :mod:`snn_jax.functional.compact`); ``"remat"`` is the models' business.
+      axis_name: the norms' ``axis_name`` (see :class:`snn_jax.nn.TdBatchNorm`).
     """
 
     norm: str = "tdbn"
@@ -170,6 +171,7 @@ class LayerFactory:
     channel_threshold: bool = False
     gradient: str = "stbp"
     memory: str = "none"
+    axis_name: str | None = None
 
     def __post_init__(self):
         check_choice("norm", self.norm, NORMS)
@@ -236,7 +238,9 @@ class LayerFactory:
         if self.norm == "none":
             return x
         alpha, v_th = (alpha, self.v_th) if self.norm == "tdbn" else (1.0, 1.0)
-        layer = TdBatchNorm(alpha=alpha, v_th=v_th, dtype=jnp.float32, name=name)
+        layer = TdBatchNorm(
+            alpha=alpha, v_th=v_th, axis_name=self.axis_name, dtype=jnp.float32, name=name
+        )
         if self.compact:
             factor, shift = layer(x, use_running_average=not train, return_affine=True)
             return Currents.affine(x, factor, shift)
@@ -330,6 +334,11 @@ class SpikingModel(nn.Module):
       channel_threshold: per-channel LIF thresholds, parameters ``v_th`` ``[C]``
         initialised to ``v_th`` (set by ANN-to-SNN conversion).
       gradient: ``"stbp"`` (default) or ``"aggregate"`` (spike-based BP, Lee et al. 2020).
+      axis_name: for hand-written ``jax.shard_map`` (or ``pmap``) code over a
+        split batch: the mapped axis over which every norm layer averages its
+        batch statistics, so they are the global batch's. ``None`` (default)
+        under ``jax.jit`` with a sharded batch, which already gives the global
+        statistics; inside ``shard_map`` ``None`` means per-device statistics.
     """
 
     num_classes: int = 10
@@ -348,6 +357,7 @@ class SpikingModel(nn.Module):
     reset: str = "zero"
     channel_threshold: bool = False
     gradient: str = "stbp"
+    axis_name: str | None = None
 
     def __post_init__(self):
         self.layer_factory()  # validates norm, neuron, surrogate and memory option early
@@ -368,6 +378,7 @@ class SpikingModel(nn.Module):
             channel_threshold=self.channel_threshold,
             gradient=self.gradient,
             memory=self.memory,
+            axis_name=self.axis_name,
         )
 
     def maybe_remat(self, cls: type[nn.Module]) -> type[nn.Module]:
