@@ -19,6 +19,8 @@ import pytest
 
 import snn_jax
 from snn_jax import LIFState, lif_scan, lif_step, surrogate
+from snn_jax import nn as snn
+from snn_jax.functional import Currents, lif_from_currents
 
 T, B, N = 6, 3, 4  # T != B everywhere
 SHAPES = [(T, B), (T, B, N), (5, 2, 3, 2, 3)]  # [T,B], [T,B,N], [T,B,H,W,C]
@@ -295,6 +297,28 @@ def test_rejects_inputs_that_do_not_fit_the_time_step(kwargs, error, message):
         kwargs["init_state"] = LIFState(jnp.zeros(shape), jnp.zeros(shape))
     with pytest.raises(error, match=message):
         lif_scan(x, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tau": np.float32(1.5)}, "tau"),
+        ({"tau": jnp.float32(0.0)}, "tau"),
+        ({"tau": jnp.array([0.5, 0.5, -0.5, 0.5])}, "tau"),  # one neuron's leak
+        ({"v_th": np.float32(-0.5)}, "v_th"),
+        ({"v_th": jnp.zeros(N)}, "v_th"),
+    ],
+)
+def test_rejects_concrete_parameters_out_of_range(kwargs, message):
+    """NumPy and JAX scalars and arrays are checked like Python numbers."""
+    with pytest.raises(ValueError, match=message):
+        lif_scan(jnp.zeros((T, B, N)), **kwargs)
+    with pytest.raises(ValueError, match=message):
+        snn.LIF(**kwargs).apply({}, jnp.zeros((T, B, N)))
+    currents = Currents.affine(jnp.zeros((T, B, N)), jnp.ones(N), jnp.zeros(N))
+    rule = {"tau": 0.25, "v_th": 0.5, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        lif_from_currents(currents, surrogate=surrogate.rectangular(), **rule)
 
 
 def test_step_rejects_a_state_of_another_shape():

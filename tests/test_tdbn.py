@@ -253,6 +253,37 @@ def test_bfloat16_input_keeps_dtype():
     )
 
 
+def test_bfloat16_input_with_float32_output_is_normalized_in_float32():
+    """As the models use it (bfloat16 convs, ``dtype=float32``): only the input is rounded.
+
+    Channels with a large mean against their spread: an affine step in
+    bfloat16 would round ``x * factor`` and ``shift`` (each about 100 times the
+    output's spread) before they cancel.
+    """
+    rng = np.random.default_rng(16)
+    x = jnp.asarray(rng.normal(size=CONV) + np.array([50.0, -80.0, 120.0]), jnp.bfloat16)
+    y, _ = init_train(snn.TdBatchNorm(dtype=jnp.float32), x)
+    assert y.dtype == jnp.float32
+    x32 = np.asarray(x, np.float32)
+    np.testing.assert_allclose(y, np_tdbn(x32, *np_stats(x32)), rtol=1e-4, atol=1e-4)
+    mean, var = np_stats(x32)
+    np.testing.assert_allclose(
+        tdbn_normalize(x, jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32)),
+        np_tdbn(x32, mean, var),
+        rtol=1e-2,  # the output is bfloat16, rounded once at the end
+        atol=1e-2,
+    )
+
+
+def test_integer_input_is_a_type_error():
+    """An integer output would round the normalized values (most to 0)."""
+    x = jnp.arange(24, dtype=jnp.int32).reshape(2, 3, 4)
+    with pytest.raises(TypeError, match="floating-point"):
+        snn.TdBatchNorm().init(jax.random.key(0), x, use_running_average=False)
+    with pytest.raises(TypeError, match="floating-point"):
+        tdbn_normalize(x, jnp.zeros(4), jnp.ones(4))
+
+
 # ----------------------------------------------------------------------------- multi-device
 
 needs_4_devices = pytest.mark.skipif(

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from snn_jax.functional.lif import check_lif_params
 from snn_jax.functional.lif_vjp import _cotangent_of, _stbp_reverse, _unrolled
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
 
@@ -187,8 +188,8 @@ class Currents:
     per channel ``[C]`` (a tdBN's ``y = z * scale + shift``), ``spikes`` an
     optional ``[T, B, ..., C]`` array of zeros and ones (an identity shortcut).
     ``a + b`` sums two of them; :meth:`add_spikes` adds spikes;
-    :func:`lif_from_currents` runs the LIF on them. Each term is computed in
-    its ``z``'s dtype and the sum in float32, in the order of the terms: as
+    :func:`lif_from_currents` runs the LIF on them. Each term and the sum are
+    computed in float32, in the order of the terms: as
     ``TdBatchNorm(dtype=float32)`` outputs summed by hand.
 
     >>> z = jnp.arange(4.0).reshape(2, 1, 2)
@@ -228,7 +229,7 @@ class Currents:
 def _sum(terms, spikes) -> Array:
     x = None
     for z, scale, shift in terms:
-        y = (z * scale.astype(z.dtype) + shift.astype(z.dtype)).astype(jnp.float32)
+        y = z.astype(jnp.float32) * scale.astype(jnp.float32) + shift.astype(jnp.float32)
         x = y if x is None else x + y
     return x if spikes is None else x + spikes.astype(jnp.float32)
 
@@ -320,8 +321,8 @@ def lif_from_currents(
 
     Args:
       currents: the input ``[T, B, ..., C]``.
-      tau: leak in (0, 1].
-      v_th: threshold.
+      tau: leak in (0, 1] (else ``ValueError``).
+      v_th: threshold, > 0 (else ``ValueError``).
       surrogate: spike function of the backward pass.
       detach_reset: stop the gradient through the reset.
       unroll: ``True`` or ``>= T``: straight-line code; else loops of one step.
@@ -332,6 +333,7 @@ def lif_from_currents(
     >>> lif_from_currents(c, tau=0.5, v_th=0.5, surrogate=surrogate.rectangular())[:, 0, 0]
     Array([1., 0., 1.], dtype=float32)
     """
+    check_lif_params(tau, v_th)
     return _lif_currents(
         currents.terms, currents.spikes, tau, v_th, surrogate, detach_reset, unroll
     )

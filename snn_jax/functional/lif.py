@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from snn_jax.functional import surrogate as surrogate_lib
 from snn_jax.functional.lif_vjp import lif_scan_custom_vjp
@@ -59,14 +60,28 @@ class LIFState(NamedTuple):
 def check_lif_params(tau, v_th, reset: str = "zero") -> None:
     """Raises ``ValueError`` for a concrete ``tau`` outside (0, 1], ``v_th <= 0`` or a bad reset.
 
-    Traced or array values (a learnable leak, per-channel thresholds) are not checked.
+    Concrete values are numbers and arrays (every entry of a per-neuron leak
+    or per-channel threshold is checked); traced ones (under ``jit`` or
+    ``grad``, e.g. a learned leak) cannot be, and are not.
+
+    >>> check_lif_params(np.float32(0.5), np.array([0.5, 1.0]))
+    >>> check_lif_params(jnp.array([0.5, 1.5]), 0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: tau (the leak) must be in (0, 1], got [0.5 1.5]
     """
-    if isinstance(tau, int | float) and not 0 < tau <= 1:
-        raise ValueError(f"tau (the leak) must be in (0, 1], got {tau}")
-    if isinstance(v_th, int | float) and not v_th > 0:
-        raise ValueError(f"v_th (the threshold) must be > 0, got {v_th}")
+    tau_value, v_th_value = _concrete(tau), _concrete(v_th)
+    if tau_value is not None and not np.all((tau_value > 0) & (tau_value <= 1)):
+        raise ValueError(f"tau (the leak) must be in (0, 1], got {tau_value}")
+    if v_th_value is not None and not np.all(v_th_value > 0):
+        raise ValueError(f"v_th (the threshold) must be > 0, got {v_th_value}")
     if reset not in RESETS:
         raise ValueError(f"unknown reset {reset!r}; expected one of {RESETS}")
+
+
+def _concrete(value) -> np.ndarray | None:
+    """``value`` as a NumPy array, or ``None`` if it is traced (its value unknown)."""
+    return None if isinstance(value, jax.core.Tracer) else np.asarray(value)
 
 
 def _check_state(name: str, state: LIFState, step_shape: tuple[int, ...]) -> None:

@@ -96,6 +96,8 @@ def tdbn_normalize(
 ) -> Array:
     """``scale * alpha * v_th * (x - mean) / sqrt(var + epsilon) + bias``, in ``x.dtype``.
 
+    Computed in float32 (or ``x.dtype`` if wider), then cast to ``x.dtype``.
+
     Args:
       x: ``[..., C]``.
       mean, var: per-channel statistics ``[C]``.
@@ -110,4 +112,7 @@ def tdbn_normalize(
            [ 0.5]], dtype=float32)
     """
     factor, shift = tdbn_affine(mean, var, scale, bias, alpha=alpha, v_th=v_th, epsilon=epsilon)
-    return (x * factor.astype(x.dtype) + shift.astype(x.dtype)).astype(x.dtype)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"tdbn_normalize needs a floating-point x, got {x.dtype}")
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    return (x.astype(compute) * factor + shift).astype(x.dtype)

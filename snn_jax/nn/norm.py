@@ -33,7 +33,8 @@ class TdBatchNorm(nn.Module):
       use_running_average: evaluation mode (may also be given at call time).
       axis_name: mapped axis to average statistics over (``shard_map``/``pmap``).
       use_scale, use_bias: learn ``lambda`` and ``beta``.
-      dtype: output dtype (``None``: the input's); statistics are float32.
+      dtype: output dtype (``None``: the input's). Statistics and the affine
+        step are float32 (or the input's dtype if wider).
       param_dtype: dtype of ``scale`` and ``bias``.
 
     >>> import jax
@@ -68,6 +69,11 @@ class TdBatchNorm(nn.Module):
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(
+                f"TdBatchNorm needs a floating-point input, got {x.dtype} (cast it, e.g. "
+                "x.astype(jnp.float32); an integer output would round the normalized values)"
+            )
         if x.ndim < 3:
             raise ValueError(
                 "TdBatchNorm expects [T, B, ..., C] (ndim >= 3: time, batch, channels), "
@@ -102,5 +108,6 @@ class TdBatchNorm(nn.Module):
         )
         if return_affine:
             return factor, shift
-        y = x * factor.astype(x.dtype) + shift.astype(x.dtype)
+        compute = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 inputs too
+        y = x.astype(compute) * factor.astype(compute) + shift.astype(compute)
         return y.astype(self.dtype or x.dtype)
