@@ -197,7 +197,7 @@ def energy(model, variables, images: np.ndarray, pooled, budget: int) -> dict[st
     for start in range(0, len(images), chunk):
         part = images[start : start + chunk]
         ops = analysis.count_operations(
-            model, variables, part, pooled=dict(pooled) if spiking else None
+            model, variables, part, pooled=dict(pooled) if spiking else None, spiking=spiking
         )
         for key, value in analysis.energy_estimate(ops).items():
             totals[key] = totals.get(key, 0.0) + value * len(part)

@@ -544,3 +544,46 @@ def test_operation_kinds_on_digits_cnn():
         analysis.count_operations(model, variables, x, train=True, pooled={"fc/dense": 3})
     with pytest.raises(ValueError, match="not conv/dense"):
         analysis.count_operations(model, variables, x, train=True, pooled={"fc/lif": 4})
+
+
+@pytest.mark.parametrize("memory", ["remat", "compact"])
+def test_analyses_of_a_model_with_a_memory_option(memory):
+    """A memory option changes no values, so no analysis: the same counts, spikes,
+    isometry and folded model as ``memory="none"`` (recomputed layers are
+    inspected without their ``nn.remat``)."""
+    model, variables, x = _zoo("digits_cnn")
+    variables = _trained_statistics(model, variables, x)
+    other = model.clone(memory=memory)
+    ops = analysis.count_operations(model, variables, x)
+    assert analysis.count_operations(other, variables, x) == ops
+    trains = analysis.spike_trains(model, variables, x)
+    other_trains = analysis.spike_trains(other, variables, x)
+    assert list(other_trains) == list(trains)
+    for name in trains:
+        np.testing.assert_array_equal(other_trains[name], trains[name])
+    isometry = functools.partial(analysis.block_isometry, rng=jax.random.key(3), num_probes=2)
+    chex.assert_trees_all_close(
+        isometry(other, variables, x), isometry(model, variables, x), rtol=1e-5
+    )
+    folded_model, folded = analysis.fold_norms(other, variables, x)
+    kept = "none" if memory == "compact" else memory  # compact needs norms
+    assert (folded_model.norm, folded_model.memory) == ("none", kept)
+    _, f_logits = _eval_spikes_and_logits(folded_model, folded, x)
+    _, logits = _eval_spikes_and_logits(model, variables, x)
+    np.testing.assert_allclose(f_logits, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_an_ann_does_macs_even_on_binary_input():
+    """``spiking=False``: binarized images or a silent layer still cost every MAC."""
+    model, _, x = _zoo("digits_cnn")
+    ann = model.clone(neuron="relu", norm="bn")
+    binary = (x > 0.5).astype(jnp.float32)
+    ann_variables = jax.jit(lambda x: ann.init(jax.random.key(1), x, train=False))(binary)
+    as_snn = analysis.count_operations(ann, ann_variables, binary)
+    assert as_snn["conv1/conv"]["kind"] == "ac"  # what spiking=True reads into binary input
+    ops = analysis.count_operations(ann, ann_variables, binary, spiking=False)
+    assert {v["kind"] for v in ops.values()} == {"mac"}
+    enc = _np_conv_connections(8, 8, 3, 1, ((1, 1), (1, 1)), 4).sum() * T
+    assert ops["conv1/conv"]["ops"] == pytest.approx(enc)
+    with pytest.raises(ValueError, match="spiking=False"):
+        analysis.count_operations(ann, ann_variables, binary, spiking=False, pooled={"fc/dense": 4})

@@ -461,6 +461,23 @@ def test_hand_over_needs_a_matching_snn():
 # ----------------------------------------------------------------------------- evaluation
 
 
+def test_models_with_recomputation_convert_and_evaluate_the_same():
+    """``memory="remat"`` (blocks recomputed in the backward pass) changes no values,
+    so conversion and the spike-counting evaluation give the same results."""
+    model, variables = trained_ann()
+    images = digits().train_images[:512]
+    remat = conversion.convert(model.clone(memory="remat"), variables, images, time_steps=4)
+    reference = converted()
+    chex.assert_trees_all_close(remat.variables, reference.variables)
+    x = digits().test_images[:16]
+    forward = jax.jit(conversion.forward_with_spikes, static_argnums=0)
+    logits, spikes = forward(reference.model, reference.variables, x)
+    remat_logits, remat_spikes = forward(remat.model.clone(memory="remat"), remat.variables, x)
+    np.testing.assert_allclose(remat_logits, logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(remat_spikes, spikes)
+    assert float(np.sum(spikes)) > 0
+
+
 def test_evaluation_counts_spikes_and_skips_padding():
     model = models.get_model("digits_cnn", width=2, hidden_features=4, time_steps=3)
     x = np.asarray(jax.random.uniform(jax.random.key(0), (10, 8, 8, 1)))

@@ -213,5 +213,15 @@ def capture_calls(
         return out
 
     with nn.intercept_methods(interceptor):
-        output, _ = model.apply(variables, x, train=train, mutable=list(MUTABLE))
+        output, _ = without_remat(model).apply(variables, x, train=train, mutable=list(MUTABLE))
     return [c for c in calls if c is not None], output
+
+
+def without_remat(model: nn.Module) -> nn.Module:
+    """A zoo model with ``memory="remat"`` as the same model without recomputation.
+
+    Inside an ``nn.remat`` block the layers' inputs and outputs are values of
+    the recomputation, which cannot leave it; the values are the same without it.
+    Other models are returned as they are.
+    """
+    return model.clone(memory="none") if getattr(model, "memory", None) == "remat" else model

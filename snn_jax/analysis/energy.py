@@ -17,9 +17,11 @@ done. The energy is ``E = e_ac * SOPs + e_mac * MACs``
 with, by default, the 45 nm CMOS figures of Horowitz (ISSCC 2014) for 32-bit
 floating point: 0.9 pJ per add and 4.6 pJ per multiply-add (3.7 + 0.9).
 
-A layer counts as spike-driven when its input holds only 0s and 1s (rate-coded
-input spikes included), or when it is named in ``pooled``: fed by an average
-pool of spikes, which folds into its weights (see :func:`count_operations`).
+In a spiking model a layer counts as spike-driven when its input holds only
+0s and 1s (rate-coded input spikes included), or when it is named in
+``pooled``: fed by an average pool of spikes, which folds into its weights
+(see :func:`count_operations`). In an ANN (``spiking=False``) every layer
+does MACs, even on binary input (binarized images, a dead ReLU layer).
 ``snn_jax.nn.MeanDecoder`` averages the last spikes over time before its dense
 readout; it is counted as the equal ``(1/T) sum_t M o[t]``, that is, one AC
 per spike and output. Norm layers (folded into the
@@ -112,6 +114,7 @@ def count_operations(
     *,
     train: bool = False,
     pooled: Mapping[str, int] | None = None,
+    spiking: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """SOPs (accumulates) and MACs per conv/dense layer, per example, over all time steps.
 
@@ -126,6 +129,8 @@ def count_operations(
         weights (``W mean(o) = sum (W/n) o``), so such a layer is counted as
         spike-driven: ``n * x`` spikes enter each input element, each doing
         ``fan_out`` ACs. Without it the layer's non-binary input makes it MACs.
+      spiking: ``False`` for an ANN (ReLU neurons): every layer is counted as
+        MACs over all its connections, whatever its input values.
 
     Returns:
       ``{layer path: {"kind", "ops", "input_rate"}}`` in call order: ``kind``
@@ -135,7 +140,8 @@ def count_operations(
 
     Raises:
       ValueError: a ``pooled`` layer whose input times ``n`` is not a whole
-        number of spikes, or a ``pooled`` name that is not a counted layer.
+        number of spikes, a ``pooled`` name that is not a counted layer, or
+        ``pooled`` given with ``spiking=False``.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn
     >>> class Net(nn.Module):
@@ -149,8 +155,12 @@ def count_operations(
     >>> rates = spikes / 2                                             # as if pooled over 2
     >>> count_operations(Net(), variables, rates, pooled={"fc": 2})["fc"]["ops"]
     7.5
+    >>> count_operations(Net(), variables, spikes, spiking=False)["fc"]["ops"]  # 3 * 5 MACs
+    15.0
     """
     pooled = dict(pooled or {})
+    if pooled and not spiking:
+        raise ValueError("pooled counts spikes; an ANN (spiking=False) has none to pool")
     calls, output = capture_calls(
         model, variables, x, _is_counted, train=train, outermost=False, compiled=True
     )
@@ -179,7 +189,7 @@ def count_operations(
             inputs = np.round(inputs)
             spikes = True
         else:
-            spikes = _is_binary(inputs)
+            spikes = spiking and _is_binary(inputs)
         if isinstance(call.module, MeanDecoder):
             if spikes:  # (1/T) sum_t M o[t]: one AC per spike and output
                 decoders.append(call.path)

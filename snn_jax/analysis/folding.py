@@ -140,7 +140,8 @@ def fold_norms(
       variables: its trained variables (``params``, ``batch_stats``).
       x: an example input (its values only serve to trace the layers).
       folded_model: the norm-free twin whose convs and dense layers carry a
-        bias; default ``model.clone(norm="none")``. Its layers must have the
+        bias; default ``model.clone(norm="none")`` (and ``memory="none"`` for
+        a compact model). Its layers must have the
         same paths as the original's.
 
     Returns:
@@ -157,7 +158,10 @@ def fold_norms(
                 f"{type(model).__name__} has no `norm` attribute; pass folded_model=, the same "
                 "network without norm layers and with biased convs"
             )
-        folded_model = model.clone(norm="none")
+        fields = {"norm": "none"}
+        if getattr(model, "memory", None) == "compact":  # it needs norms; same values without
+            fields["memory"] = "none"
+        folded_model = model.clone(**fields)
     params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
     folded_shapes = jax.eval_shape(folded_model.init, jax.random.key(0), x)
     target = flax.traverse_util.flatten_dict(flax.core.unfreeze(folded_shapes["params"]))

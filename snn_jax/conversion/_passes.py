@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from snn_jax.analysis._capture import without_remat
 from snn_jax.nn import LIF
 
 __all__ = ["Pass", "make_pass"]
@@ -86,7 +87,7 @@ def make_pass(
             return next_fun(*args, **kwargs)
 
         with nn.intercept_methods(interceptor):
-            out = model.apply(variables, jnp.asarray(x), train=False)
+            out = without_remat(model).apply(variables, jnp.asarray(x), train=False)
         return out, inputs, outputs
 
     return Pass(jax.jit(run), order)
