@@ -173,7 +173,7 @@ def block_isometry(
       model: a Flax module called as ``model.apply(variables, x, train=...)``.
       variables: its variables (``params``, ``batch_stats``).
       x: a model input, e.g. a static batch ``[B, H, W, C]``.
-      rng: PRNG key for the probes (block ``j`` uses ``fold_in(rng, j)``).
+      rng: PRNG key for the probes (one draw for all blocks, split by block).
       is_block: which submodules are blocks (see the module docstring).
       num_probes: probes ``K`` per block.
       train: ``True`` measures the training-mode Jacobian (batch statistics).
