@@ -254,7 +254,7 @@ def tfds_parts(
         workers = num_workers or min(16, os.cpu_count() or 1)
         executor = ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-decode")
         train = LazySource(
-            train_ds, _imagenet_fn(spec, size, True, cutout), augment or cutout > 0, executor
+            train_ds, _imagenet_fn(spec, size, augment, cutout), augment or cutout > 0, executor
         )
         test = LazySource(test_ds, _imagenet_fn(spec, size, False, 0), False, executor)
         return DatasetParts(spec.num_classes, shape, False, train, test)

@@ -103,7 +103,14 @@ def test_imagenet_crops(tmp_path):
         p = pipeline("imagenet2012", data_dir, image_size=32, augment=True)
         q = pipeline("imagenet2012", data_dir, image_size=32, augment=True)
         plain = pipeline("imagenet2012", data_dir, image_size=32, num_workers=1)
+        cutout_only = pipeline("imagenet2012", data_dir, image_size=32, cutout=4)
     assert (p.num_classes, p.example_shape) == (1000, (32, 32, 3))
+    # cutout without augment: the centre crop with a 4x4 square at the mean, no random crop
+    centre, cut = plain.train_batch(2)["image"], cutout_only.train_batch(2)["image"]
+    for x, y in zip(centre, cut, strict=True):
+        changed = (x != y).any(axis=-1)
+        assert 0 < changed.sum() <= 16
+        assert (y[changed] == 0).all()
     a, b = p.train_batch(2), q.train_batch(2)
     assert a["image"].shape == (8, 32, 32, 3)
     np.testing.assert_array_equal(a["image"], b["image"])  # threads do not matter
