@@ -238,7 +238,7 @@ def test_compact_model_equals_the_plain_model(name, make):
     chex.assert_trees_all_close(got_logits, ref_logits, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(got_upd, ref_upd, rtol=1e-5, atol=1e-6)
     rates = jax.tree.leaves(ref_upd["intermediates"])
-    assert any(0 < float(r) < 1 for r in rates)
+    assert any(0 < float(jnp.mean(r)) < 1 for r in rates)
     chex.assert_trees_all_close(got_g, ref_g, rtol=1e-4, atol=1e-5)
 
 

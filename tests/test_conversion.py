@@ -496,7 +496,7 @@ def test_evaluation_counts_spikes_and_skips_padding():
     for i in range(10):
         rates = apply_one(variables, x[i : i + 1])["intermediates"]
         per_example.append(
-            sum(float(rates[u]["lif"]["firing_rate"][0]) * n for u, n in neuron_steps.items())
+            sum(float(rates[u]["lif"]["firing_rate"][0][0]) * n for u, n in neuron_steps.items())
         )
     per_example = np.asarray(per_example)
     np.testing.assert_allclose(spikes, per_example, rtol=1e-6)

@@ -66,7 +66,8 @@ class LIF(nn.Module):
     and conv outputs instead of membranes for the backward pass (a constant
     ``tau``, hard reset, STBP gradient, one threshold).
 
-    The layer sows its mean firing rate as ``intermediates/firing_rate``.
+    The layer sows each example's firing rate (the mean of its spikes over
+    time and neurons, ``[B]``) as ``intermediates/firing_rate``.
 
     >>> import jax
     >>> x = jnp.full((3, 2, 4), 0.3)       # T=3, B=2, N=4
@@ -117,7 +118,7 @@ class LIF(nn.Module):
         )
         if self.gradient == "aggregate":
             spikes = lif_lib.aggregate_gradient(x, spikes, v_th)
-        self.sow("intermediates", "firing_rate", jnp.mean(spikes.astype(jnp.float32)))
+        self.sow("intermediates", "firing_rate", _rate_per_example(spikes))
         return spikes
 
     def _from_currents(self, currents: compact.Currents) -> jax.Array:
@@ -146,8 +147,13 @@ class LIF(nn.Module):
             detach_reset=self.detach_reset,
             unroll=self.unroll,
         )
-        self.sow("intermediates", "firing_rate", jnp.mean(spikes))
+        self.sow("intermediates", "firing_rate", _rate_per_example(spikes))
         return spikes
+
+
+def _rate_per_example(spikes: jax.Array) -> jax.Array:
+    """``[B]``: each example's mean of ``spikes`` ``[T, B, ...]`` over time and neurons."""
+    return jnp.mean(spikes.astype(jnp.float32), axis=(0, *range(2, spikes.ndim)))
 
 
 IF = functools.partial(LIF, tau=1.0)

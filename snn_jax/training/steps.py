@@ -21,14 +21,27 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
-def firing_rates(intermediates: Any) -> Metrics:
-    """``{"firing_rate/<layer path>": rate}`` from the rates sown by the LIF layers."""
+def firing_rates(intermediates: Any, mask: jax.Array | None = None) -> Metrics:
+    """``{"firing_rate/<layer path>": rate}`` from the per-example rates the LIF layers sow.
+
+    Without ``mask``: the mean over the batch (and over the calls of a layer
+    called more than once). With a ``mask`` ``[B]``: the sum over the examples
+    it keeps, for a mean over the real examples of several padded batches.
+
+    >>> sown = {"lif": {"firing_rate": (jnp.array([0.1, 0.3, 0.9]),)}}
+    >>> firing_rates(sown)["firing_rate/lif"]
+    Array(0.43333334, dtype=float32)
+    >>> firing_rates(sown, mask=jnp.array([1.0, 1.0, 0.0]))["firing_rate/lif"]
+    Array(0.4, dtype=float32)
+    """
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(intermediates), sep="/")
-    return {
-        "firing_rate/" + path.removesuffix("/firing_rate"): jnp.mean(jnp.stack(values))
-        for path, values in flat.items()
-        if path.endswith("firing_rate")
-    }
+    rates = {}
+    for path, values in flat.items():
+        if path.endswith("firing_rate"):
+            per_example = jnp.mean(jnp.stack(values), axis=0)
+            total = jnp.mean(per_example) if mask is None else jnp.sum(per_example * mask)
+            rates["firing_rate/" + path.removesuffix("/firing_rate")] = total
+    return rates
 
 
 def _variables(state: TrainState, params) -> dict[str, Any]:
@@ -99,8 +112,8 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
     ``batch`` may carry a boolean ``mask`` (padding of the last batch).
 
     Returns:
-      ``loss_sum``, ``correct``, ``count`` and ``firing_rate/<layer>`` (the mean
-      over the whole padded batch).
+      ``loss_sum``, ``correct``, ``count`` and ``firing_rate/<layer>`` (the
+      sum of the real examples' rates), all over the unmasked examples.
     """
     logits, updates = state.apply_fn(
         _variables(state, state.params), batch["image"], train=False, mutable=["intermediates"]
@@ -110,5 +123,5 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
         "loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
         "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
         "count": jnp.sum(mask),
-        **firing_rates(updates.get("intermediates", {})),
+        **firing_rates(updates.get("intermediates", {}), mask),
     }
