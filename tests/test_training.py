@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 
@@ -103,6 +105,32 @@ def test_eval_step_counts_only_real_examples(setup):
     out = jax.jit(steps.eval_step)(state, sharding.put_batch(masked, mesh))
     assert float(out["count"]) == 5
     assert 0 <= float(out["correct"]) <= 5
+
+
+def test_evaluation_means_do_not_depend_on_the_padding(setup):
+    """The 360 test digits in batches of 120 (no padding), 128 and 352 (the last
+    batch mostly zero images): the same loss, accuracy and firing rates."""
+    config, mesh, state, batch = setup
+    train_fn = jax.jit(steps.train_step)
+    for _ in range(40):  # running statistics of the data, so that every layer fires
+        state, _ = train_fn(state, sharding.put_batch(batch, mesh))
+    eval_fn = jax.jit(steps.eval_step)
+    results = []
+    for eval_batch_size in (120, 128, 352):
+        pipeline = data_lib.create_pipeline(
+            config.data,
+            global_batch_size=config.batch_size,
+            eval_batch_size=eval_batch_size,
+            seed=config.seed,
+        )
+        results.append(training.evaluate(eval_fn, state, pipeline, mesh))
+    rates = [k for k in results[0] if k.startswith("firing_rate/")]
+    assert rates
+    assert all(results[0][k] > 0 for k in rates)
+    for other in results[1:]:
+        assert set(other) == set(results[0])
+        for k in results[0]:
+            assert other[k] == pytest.approx(results[0][k], rel=1e-5), k
 
 
 @pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
@@ -240,6 +268,57 @@ def test_sigterm_checkpoints_and_resume_equals_uninterrupted_run(tmp_path, monke
     assert meta["best_test_accuracy"] == pytest.approx(full["best_test_accuracy"])
 
 
+def _logged(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [(x["step"], x["split"]) for x in map(json.loads, lines)]
+
+
+def _tensorboard_events(directory):
+    """Every event in the TFRecord files under ``directory`` (length, CRC, data, CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for name in sorted(os.listdir(directory)):
+        data, i = (directory / name).read_bytes(), 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + length])
+            events.append(event)
+            i += 12 + length + 4
+    return events
+
+
+def test_resume_after_a_crash_logs_each_step_once(tmp_path, monkeypatch):
+    """A crash after step 6 (last checkpoint: step 4), then a resume: the log is
+    the uninterrupted run's, without steps 5 and 6 twice; TensorBoard hides
+    the crashed run's events from step 5 on."""
+    config = tiny_config(eval_every_steps=2)
+    training.train_and_evaluate(config, str(tmp_path / "full"))
+    put, calls = sharding.put_batch, {"n": 0}
+
+    def crash_at_step_7(batch, mesh, time_major=()):
+        if "mask" not in batch:
+            calls["n"] += 1
+            if calls["n"] == 7:
+                raise RuntimeError("lost the machine")
+        return put(batch, mesh, time_major)
+
+    monkeypatch.setattr(sharding, "put_batch", crash_at_step_7)
+    with pytest.raises(RuntimeError, match="lost the machine"):
+        training.train_and_evaluate(config, str(tmp_path / "crashed"))
+    assert max(step for step, _ in _logged(tmp_path / "crashed")) == 6
+    monkeypatch.setattr(sharding, "put_batch", put)
+    training.train_and_evaluate(config, str(tmp_path / "crashed"))
+    assert _logged(tmp_path / "crashed") == _logged(tmp_path / "full")
+    starts = [
+        e.step
+        for e in _tensorboard_events(tmp_path / "crashed" / "tensorboard")
+        if e.HasField("session_log")
+    ]
+    assert 5 in starts  # the purge marker: events from step 5 on before it are hidden
+
+
 def test_loop_compiles_the_train_step_once(tmp_path, monkeypatch):
     traces = {"n": 0}
     original = steps.train_step
@@ -263,7 +342,11 @@ def test_loop_stops_after_k_nonfinite_steps(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sharding, "put_batch", poisoned)
     with pytest.raises(FloatingPointError, match="3 steps in a row"):
-        training.train_and_evaluate(tiny_config(max_nonfinite_steps=3), str(tmp_path))
+        training.train_and_evaluate(tiny_config(max_nonfinite_steps=3), str(tmp_path / "a"))
+    # logged every 8 steps: the streak's peak in the window (8), not its mean (4.5), is checked
+    config = tiny_config(max_nonfinite_steps=5, log_every_steps=8, num_train_steps=16)
+    with pytest.raises(FloatingPointError, match="8 steps in a row up to step 8"):
+        training.train_and_evaluate(config, str(tmp_path / "b"))
 
 
 @pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
@@ -323,6 +406,62 @@ def test_main_rejects_bad_config_flags(tmp_path, flag, message):
     r = _main(tmp_path, flag, timeout=120)
     assert r.returncode != 0
     assert message in r.stderr
+
+
+_TWO_PROCESS_RUN = """
+import os, signal, sys
+import jax
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from snn_jax import training
+from snn_jax.training import sharding
+from tests.test_training import tiny_config
+
+put, train_batches = sharding.put_batch, [0]
+
+def put_and_signal(batch, mesh, time_major=()):
+    if "mask" not in batch:
+        train_batches[0] += 1
+        if train_batches[0] == 3 and jax.process_index() == 1:  # this process only
+            os.kill(os.getpid(), signal.SIGTERM)
+    return put(batch, mesh, time_major)
+
+sharding.put_batch = put_and_signal
+summary = training.train_and_evaluate(tiny_config(), sys.argv[3])
+print("RESULT", summary["steps"], summary["interrupted"], flush=True)
+"""
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+    """Two processes (``jax.distributed``), SIGTERM to one of them: both stop after
+    the same step and save one checkpoint together (acting alone, the signalled
+    process would wait in the checkpoint's collective while the other waited in
+    the next step's)."""
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        address = f"localhost:{sock.getsockname()[1]}"
+    script = tmp_path / "run.py"
+    script.write_text(_TWO_PROCESS_RUN)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=REPO)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), address, str(i), str(tmp_path / "run")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+        assert "RESULT 3 True" in out, out[-3000:]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[-1] == "3"
 
 
 def test_importing_the_package_starts_no_jax_backend():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from snn_jax import data as data_lib
@@ -72,24 +74,44 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
 
 
 def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
-    """One pass over the test split: ``loss``, ``accuracy`` and firing rates."""
+    """One pass over the test split: ``loss``, ``accuracy`` and firing rates.
+
+    Each is a mean over the real test examples: the padding of the last batch
+    counts for none of them (``eval_fn`` returns sums over the masked batch).
+    """
     time_major = ("image",) if pipeline.time_major else ()
     sums: dict[str, float] = {}
-    batches = 0
     for batch in pipeline.eval_batches():
         out = jax.device_get(eval_fn(state, sharding.put_batch(batch, mesh, time_major)))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        batches += 1
     count = max(sums.pop("count", 0.0), 1.0)
     result = {"loss": sums.pop("loss_sum") / count, "accuracy": sums.pop("correct") / count}
-    result.update({k: v / batches for k, v in sums.items()})
+    result.update({k: v / count for k, v in sums.items()})
     return result
 
 
-def _mean(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+def _summarize(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+    """The mean of each metric over the logged steps; for ``nonfinite_streak`` the largest.
+
+    A run of ``k`` non-finite steps peaks at ``k`` inside the window, whatever
+    its length; its mean would be about ``k**2 / (2 * window)``.
+    """
     fetched = jax.device_get(history)
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    summary["nonfinite_streak"] = float(max(m["nonfinite_streak"] for m in fetched))
+    return summary
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether ``flag`` is set on any process; every process gets the same answer.
+
+    A stop signal may reach the hosts of a multi-process run at different
+    steps; they must stop (and save their checkpoint, a collective) together.
+    """
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 @dataclasses.dataclass
@@ -109,7 +131,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Writes to ``workdir``: ``checkpoints/`` (orbax), ``tensorboard/``,
     ``metrics.jsonl`` and ``summary.json``. Rerunning the same command after an
     interruption continues from the last checkpoint and gives the same result as
-    an uninterrupted run. SIGTERM/SIGINT save a checkpoint and return early.
+    an uninterrupted run. SIGTERM/SIGINT save a checkpoint and return early;
+    in a multi-process run, a signal to any process stops all of them at the
+    same step.
 
     Returns:
       The summary: ``final_test_accuracy``, ``best_test_accuracy``,
@@ -170,11 +194,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpoint.Checkpointer(
             os.path.join(workdir, "checkpoints"), config.keep_checkpoints
         ) as ckpt,
-        writers.MetricWriter(workdir, enabled=is_main) as writer,
         StopRequested() as stop,
+        contextlib.ExitStack() as stack,
     ):
         state, meta = ckpt.restore(state)
         start = int(jax.device_get(state.step))
+        writer = stack.enter_context(
+            writers.MetricWriter(workdir, enabled=is_main, resume_step=start)
+        )
         if start:
             log.info("resumed from step %d in %s", start, workdir)
         best = meta.get("best_test_accuracy", 0.0)
@@ -191,14 +218,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         t_last, images = time.perf_counter(), 0
         step = start
-        while step < total and not stop:
+        stopping = _any_process(bool(stop))
+        while step < total and not stopping:
             t0 = time.perf_counter()
             state, metrics = train_fn(state, sharding.put_batch(next(batches), mesh, time_major))
             history.append(metrics)
             step += 1
             images += config.batch_size
             if every.due(step, every.log_every):
-                train = _mean(history)
+                train = _summarize(history)
                 history = []
                 now = time.perf_counter()
                 train["images_per_second"] = images / (now - t_last)
@@ -225,20 +253,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 bar.write(
                     f"step {step}: test loss {test['loss']:.4f} accuracy {test['accuracy']:.4f}"
                 )
-            if every.due(step, every.checkpoint_every) or stop:
+            stopping = _any_process(bool(stop))
+            if every.due(step, every.checkpoint_every) or stopping:
                 ckpt.save(
                     state,
                     dict(best_test_accuracy=best, train_seconds=train_seconds, last_test=test),
                 )
         bar.close()
-        interrupted = bool(stop)
+        interrupted = stopping
         if interrupted:
             ckpt.save(
                 state, dict(best_test_accuracy=best, train_seconds=train_seconds, last_test=test)
             )
             log.warning(
-                "stopped by signal %d at step %d; checkpoint saved in %s, rerun to resume",
-                stop.signal,
+                "stopped by %s at step %d; checkpoint saved in %s, rerun to resume",
+                f"signal {stop.signal}" if stop else "a signal to another process",
                 step,
                 ckpt.directory,
             )

@@ -29,18 +29,25 @@ class MetricWriter:
     """Writes scalars to ``<workdir>/tensorboard`` (tensorboardX, no TensorFlow) and
     ``<workdir>/metrics.jsonl`` (one JSON object per write: ``step``, ``split``, values).
 
-    Only enabled on process 0 of a multi-process run; otherwise all calls do nothing.
+    ``resume_step``: the step a run resumes from (its checkpoint's). What an
+    earlier run logged after it (before it crashed) is dropped from
+    ``metrics.jsonl`` and hidden from TensorBoard (``purge_step``), so each
+    step is logged once. Only enabled on process 0 of a multi-process run;
+    otherwise all calls do nothing.
     """
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         from tensorboardX import SummaryWriter
 
         os.makedirs(workdir, exist_ok=True)
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):
+            _drop_lines_after(path, resume_step)
+        self._jsonl = open(path, "a")  # noqa: SIM115
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -62,3 +69,13 @@ class MetricWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _drop_lines_after(path: str, step: int) -> None:
+    """Rewrites the JSON-lines log ``path`` (atomically) without its records after ``step``."""
+    with open(path) as f:
+        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
