@@ -290,9 +290,9 @@ def _tensorboard_events(directory):
 
 
 def test_resume_after_a_crash_logs_each_step_once(tmp_path, monkeypatch):
-    """A crash after step 6 (last checkpoint: step 4), then a resume: the log is
-    the uninterrupted run's, without steps 5 and 6 twice; TensorBoard hides
-    the crashed run's events from step 5 on."""
+    """A crash after step 6 (last checkpoint: step 4; the log's last line cut
+    short), then a resume: the log is the uninterrupted run's, without steps 5
+    and 6 twice; TensorBoard hides the crashed run's events from step 5 on."""
     config = tiny_config(eval_every_steps=2)
     training.train_and_evaluate(config, str(tmp_path / "full"))
     put, calls = sharding.put_batch, {"n": 0}
@@ -308,6 +308,8 @@ def test_resume_after_a_crash_logs_each_step_once(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="lost the machine"):
         training.train_and_evaluate(config, str(tmp_path / "crashed"))
     assert max(step for step, _ in _logged(tmp_path / "crashed")) == 6
+    with open(tmp_path / "crashed" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "split": "tra')  # a record the crash cut short
     monkeypatch.setattr(sharding, "put_batch", put)
     training.train_and_evaluate(config, str(tmp_path / "crashed"))
     assert _logged(tmp_path / "crashed") == _logged(tmp_path / "full")
@@ -317,6 +319,20 @@ def test_resume_after_a_crash_logs_each_step_once(tmp_path, monkeypatch):
         if e.HasField("session_log")
     ]
     assert 5 in starts  # the purge marker: events from step 5 on before it are hidden
+
+
+def test_resume_with_another_config_is_a_clear_error(tmp_path):
+    """A resumed run continues its own experiment: another learning rate is an error,
+    a run-control setting (logging, the memory option) may change."""
+    training.train_and_evaluate(tiny_config(num_train_steps=4), str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["optimizer.learning_rate"] == tiny_config().optimizer.learning_rate
+    other = tiny_config(num_train_steps=4, **{"optimizer.learning_rate": 1e-3})
+    with pytest.raises(ValueError, match=r"step 4 .*optimizer\.learning_rate: 0\.005 -> 0\.001"):
+        training.train_and_evaluate(other, str(tmp_path))
+    steered = tiny_config(num_train_steps=4, log_every_steps=2, **{"model.memory": "compact"})
+    assert training.train_and_evaluate(steered, str(tmp_path))["steps"] == 4
+    assert json.loads((tmp_path / "config.json").read_text())["log_every_steps"] == 2
 
 
 def test_loop_compiles_the_train_step_once(tmp_path, monkeypatch):
@@ -345,7 +361,7 @@ def test_loop_stops_after_k_nonfinite_steps(tmp_path, monkeypatch):
         training.train_and_evaluate(tiny_config(max_nonfinite_steps=3), str(tmp_path / "a"))
     # logged every 8 steps: the streak's peak in the window (8), not its mean (4.5), is checked
     config = tiny_config(max_nonfinite_steps=5, log_every_steps=8, num_train_steps=16)
-    with pytest.raises(FloatingPointError, match="8 steps in a row up to step 8"):
+    with pytest.raises(FloatingPointError, match="8 steps in a row within steps 1-8"):
         training.train_and_evaluate(config, str(tmp_path / "b"))
 
 

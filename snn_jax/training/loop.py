@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from snn_jax import models
 from snn_jax.training import checkpoint, optim, sharding, steps, writers
 from snn_jax.training.state import create_train_state
 
-__all__ = ["StopRequested", "build_model", "evaluate", "train_and_evaluate"]
+__all__ = ["RUN_CONTROL_KEYS", "StopRequested", "build_model", "evaluate", "train_and_evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,68 @@ def _any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
+# Config keys that steer a run without changing what it computes: a resumed run may change them.
+RUN_CONTROL_KEYS = frozenset(
+    {
+        "name",
+        "progress",
+        "distributed",
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "max_nonfinite_steps",
+        "eval_batch_size",
+        "data.data_dir",
+        "data.cache_dir",
+        "data.num_workers",
+        "model.memory",  # the same values and gradients with any option
+        "model.unroll",
+    }
+)
+
+
+def _flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``{"a.b": value}`` of ``config``, as JSON gives it back (tuples become lists)."""
+    flat = {}
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk("", config.to_dict())
+    return json.loads(json.dumps(flat, default=str))
+
+
+def _check_resumed_config(path: str, config: ml_collections.ConfigDict, step: int) -> None:
+    """Raises ``ValueError`` if a run resumed at ``step`` > 0 has another config than the
+    one saved at ``path`` when it started (outside :data:`RUN_CONTROL_KEYS`).
+
+    A resumed run with, e.g., another learning rate or data set would silently
+    continue a different experiment. Without a saved config (a run from before
+    this check) nothing is checked.
+    """
+    if step == 0 or not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    current = _flat_config(config)
+    changed = [
+        f"{key}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
+        for key in sorted(saved.keys() | current.keys())
+        if key not in RUN_CONTROL_KEYS and saved.get(key) != current.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"{os.path.dirname(path)} holds a run at step {step} that was started with another "
+            f"config ({'; '.join(changed)}). Resume it with the same config, or train in a new "
+            f"--workdir (these may change on resume: {', '.join(sorted(RUN_CONTROL_KEYS))})"
+        )
+
+
 @dataclasses.dataclass
 class _Schedule:
     total: int
@@ -129,11 +192,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains and evaluates the model described by ``config``; resumes from ``workdir``.
 
     Writes to ``workdir``: ``checkpoints/`` (orbax), ``tensorboard/``,
-    ``metrics.jsonl`` and ``summary.json``. Rerunning the same command after an
-    interruption continues from the last checkpoint and gives the same result as
-    an uninterrupted run. SIGTERM/SIGINT save a checkpoint and return early;
-    in a multi-process run, a signal to any process stops all of them at the
-    same step.
+    ``metrics.jsonl``, ``config.json`` and ``summary.json``. Rerunning the same
+    command after an interruption continues from the last checkpoint and gives
+    the same result as an uninterrupted run; a changed config (other than
+    :data:`RUN_CONTROL_KEYS`) is a ``ValueError`` instead. SIGTERM/SIGINT save a
+    checkpoint and return early; in a multi-process run, a signal to any
+    process stops all of them at the same step.
 
     Returns:
       The summary: ``final_test_accuracy``, ``best_test_accuracy``,
@@ -199,6 +263,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ):
         state, meta = ckpt.restore(state)
         start = int(jax.device_get(state.step))
+        config_path = os.path.join(workdir, "config.json")
+        _check_resumed_config(config_path, config, start)
+        if is_main:
+            writers.write_json_atomic(config_path, _flat_config(config))
         writer = stack.enter_context(
             writers.MetricWriter(workdir, enabled=is_main, resume_step=start)
         )
@@ -227,6 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             images += config.batch_size
             if every.due(step, every.log_every):
                 train = _summarize(history)
+                window = f"{step - len(history) + 1}-{step}"
                 history = []
                 now = time.perf_counter()
                 train["images_per_second"] = images / (now - t_last)
@@ -239,8 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 )
                 if train["nonfinite_streak"] >= config.max_nonfinite_steps:
                     raise FloatingPointError(
-                        f"{int(train['nonfinite_streak'])} steps in a row up to step {step} had "
-                        "a non-finite loss or gradient (all were skipped); lower the learning "
+                        f"{int(train['nonfinite_streak'])} steps in a row within steps {window} "
+                        "had a non-finite loss or gradient (all were skipped); lower the learning "
                         f"rate or check the data. Last good checkpoint: {ckpt.directory}"
                     )
             jax.block_until_ready(state.step)

@@ -72,9 +72,19 @@ class MetricWriter:
 
 
 def _drop_lines_after(path: str, step: int) -> None:
-    """Rewrites the JSON-lines log ``path`` (atomically) without its records after ``step``."""
-    with open(path) as f:
-        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    """Rewrites the JSON-lines log ``path`` (atomically) without its records after ``step``.
+
+    Lines that are not whole records (a crash can cut the last one short) are dropped too.
+    """
+    lines = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", step + 1) <= step:
+                lines.append(line if line.endswith("\n") else line + "\n")
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.writelines(lines)
