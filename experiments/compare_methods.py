@@ -3,11 +3,13 @@ r"""Every row of the seed's table on one model: accuracy against time steps, spi
     python -m experiments.compare_methods [--config=experiments/configs/compare_digits.py] \
         [--config.key=value ...] [--workdir=workdirs/<config name>] [--smoke]
 
-Trains the ANN twin once (or loads it from ``<workdir>/ann``), converts it to
-an SNN and simulates it at every ``T`` of the config, fine-tunes the
-conversion (hybrid training), and trains the directly trained SNNs (spike-based
-BP, STBP without normalization, STBP-tdBN), each in ``<workdir>/<method>_T<T>``
-(rerunning resumes and skips what is done). Every row is evaluated on the test
+Trains the ANN twin once (or loads it from ``<workdir>/ann``, the folder of
+its method's name), converts it to an SNN and simulates it at every ``T`` of
+the config, fine-tunes the conversion (hybrid training), and trains the
+directly trained SNNs (spike-based BP, STBP without normalization,
+STBP-tdBN), each in ``<workdir>/<method>_T<T>`` (rerunning resumes and skips
+what is done; a row resumed with another config, or a hybrid with another
+conversion, is an error; a stopped training ends the comparison). Every row is evaluated on the test
 split: accuracy, spikes per image, synaptic operations and MACs per image, and
 the energy estimate of ``snn_jax.analysis`` (0.9 pJ per accumulate, 4.6 pJ
 per multiply-accumulate). Writes ``results.json``, ``results.md`` (the
@@ -181,6 +183,11 @@ def train_or_load(config, workdir: str, pipeline, initial: dict | None = None):
             if ckpt.latest_step() is None:
                 ckpt.save(_state(config, model, pipeline.example_shape, initial))
     summary = train_and_evaluate(config, workdir)
+    if summary["interrupted"]:  # measuring a half-trained row would report it as done
+        raise SystemExit(
+            f"{workdir} stopped at step {summary['steps']} of {summary['total_steps']}; "
+            "rerun the same command to resume the comparison"
+        )
     with Checkpointer(checkpoints) as ckpt:
         state, _ = ckpt.restore(_abstract_state(config, model, pipeline.example_shape))
     return model, _variables(state), summary
@@ -253,7 +260,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
         method = methods[name]
         if method.kind == "ann":
             cfg = method_config(config, method, 1)
-            model, variables, summary = train_or_load(cfg, os.path.join(workdir, "ann"), pipeline)
+            model, variables, summary = train_or_load(cfg, os.path.join(workdir, name), pipeline)
             measured = measure(model, variables, pipeline, energy_images, config)
             ann = (model, variables, measured["predictions"])
             add(name, method, 1, measured, train_seconds=summary["train_seconds"])
@@ -285,8 +292,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
             conv = conversions.get(method.source)
             if conv is None:
                 raise ValueError(f"hybrid {name}: its source {method.source} did not run")
+            source = methods[method.source]
             for steps in method.time_steps:
                 cfg = method_config(config, method, steps)
+                # what the row starts from, so that resuming it with another conversion fails
+                cfg.hand_over = ml_collections.ConfigDict(
+                    {
+                        "source": method.source,
+                        "percentile": float(source.percentile),
+                        "channelwise": bool(source.channelwise),
+                        "calibration_examples": int(config.compare.calibration_examples),
+                    }
+                )
                 snn = build_model(cfg, pipeline.num_classes)
                 initial = conversion.hand_over(conv, snn, calibration)
                 start = conversion.evaluate_classifier(

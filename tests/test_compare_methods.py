@@ -58,6 +58,24 @@ def test_smoke_run_has_every_kind_of_row_and_resumes(tmp_path):
     again = compare_methods.run(config, str(tmp_path), smoke=True)
     assert again[0]["accuracy"] == ann["accuracy"]
     assert os.listdir(tmp_path / "ann" / "checkpoints") == ["2"]
+    # the fine-tuned row came from the 99.9th-percentile conversion: not to be reused for another
+    config.compare.smoke.methods = ("ann", "conversion_p999", "hybrid")
+    config.compare.methods.conversion_p999.percentile = 50.0
+    with pytest.raises(ValueError, match=r"hand_over\.percentile: 99\.9 -> 50\.0"):
+        compare_methods.run(config, str(tmp_path), smoke=True)
+
+
+def test_a_stopped_training_ends_the_comparison(tmp_path, monkeypatch):
+    """A row whose training was stopped (SIGTERM) is not measured as if it had finished."""
+
+    def stopped(config, workdir):
+        return {"interrupted": True, "steps": 1, "total_steps": 2}
+
+    monkeypatch.setattr(compare_methods, "train_and_evaluate", stopped)
+    config = compare_digits.get_config()
+    config.compare.smoke.methods = ("ann",)
+    with pytest.raises(SystemExit, match="stopped at step 1 of 2; rerun"):
+        compare_methods.run(config, str(tmp_path), smoke=True)
 
 
 def _example(config):
