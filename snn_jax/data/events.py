@@ -100,8 +100,9 @@ def events_to_frames(
         order and integer types; ``p`` bool or int, > 0 meaning ON).
       time_steps: ``T``, the number of frames.
       sensor_size: ``(width, height)`` of the sensor.
-      image_size: output side ``S`` (None: keep the sensor size; then the
-        frames are ``[T, height, width, 2]``).
+      image_size: output side ``S``, from 1 to the sensor's smaller side
+        (else ``ValueError``: pooling cannot enlarge); None: keep the sensor
+        size, and the frames are ``[T, height, width, 2]``.
 
     Returns:
       int64 counts ``[T, S, S, 2]``, channel 0 OFF and 1 ON events.
@@ -115,6 +116,7 @@ def events_to_frames(
       ((2, 64, 64, 2), 3, 1)
     """
     width, height = sensor_size
+    _check_image_size(image_size, sensor_size)
     out_h, out_w = (height, width) if image_size is None else (image_size, image_size)
     frames = np.zeros((time_steps, out_h, out_w, 2), np.int64)
     if len(events) == 0:
@@ -321,8 +323,18 @@ def frame_shape(
     spec = EVENT_DATASETS[name]
     if time_steps is None or time_steps < 1:
         raise ValueError(f"{name} needs time_steps >= 1 frames, got {time_steps}")
+    _check_image_size(image_size, spec.sensor_size)
     size = spec.sensor_size[0] if image_size is None else int(image_size)
     return (int(time_steps), size, size, 2)
+
+
+def _check_image_size(image_size: int | None, sensor_size: tuple[int, int]) -> None:
+    """Raises ``ValueError`` unless ``image_size`` is None or in [1, the sensor's smaller side]."""
+    if image_size is not None and not 1 <= image_size <= min(sensor_size):
+        raise ValueError(
+            f"image_size must be from 1 to {min(sensor_size)} (frames are sum-pooled from the "
+            f"{sensor_size[0]}x{sensor_size[1]} sensor, never enlarged), got {image_size}"
+        )
 
 
 def event_parts(

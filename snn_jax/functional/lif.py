@@ -80,8 +80,13 @@ def check_lif_params(tau, v_th, reset: str = "zero") -> None:
 
 
 def _concrete(value) -> np.ndarray | None:
-    """``value`` as a NumPy array, or ``None`` if it is traced (its value unknown)."""
-    return None if isinstance(value, jax.core.Tracer) else np.asarray(value)
+    """``value`` as a NumPy array, or ``None`` if it is traced (its value unknown here)
+    or partly on other processes' devices."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return None
+    return np.asarray(value)
 
 
 def _check_state(name: str, state: LIFState, step_shape: tuple[int, ...]) -> None:

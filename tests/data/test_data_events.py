@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from snn_jax.data import DatasetNotFoundError, create_pipeline, describe, events_to_frames
-from snn_jax.data.events import cache_paths, cifar10_dvs_split
+from snn_jax.data.events import cache_paths, cifar10_dvs_split, frame_shape
 from tests.data.fakes import (
     CIFAR_DVS_DTYPE,
     GESTURE_DTYPE,
@@ -75,6 +75,16 @@ def test_binning_rejects_coordinates_off_the_sensor():
     ev["x"][0] = 128
     with pytest.raises(ValueError, match="sensor"):
         events_to_frames(ev, time_steps=2)
+
+
+@pytest.mark.parametrize("image_size", [0, -3, 129, 256])
+def test_image_size_outside_the_sensor_is_rejected(image_size):
+    """Sum pooling only shrinks: 256 would leave every other row and column empty."""
+    ev = synthetic_events(0, GESTURE_DTYPE, n=10)
+    with pytest.raises(ValueError, match="image_size must be from 1 to 128"):
+        events_to_frames(ev, time_steps=2, image_size=image_size)
+    with pytest.raises(ValueError, match="image_size must be from 1 to 128"):
+        frame_shape("dvs_gesture", 2, image_size)
 
 
 def test_gesture_frames_layout_counts_and_cache(tmp_path, fake_tonic):
