@@ -1,5 +1,6 @@
 """experiments/compare_methods.py: a smoke run of every kind of row, its outputs, the configs."""
 
+import copy
 import doctest
 import importlib
 import json
@@ -68,14 +69,21 @@ def test_smoke_run_has_every_kind_of_row_and_resumes(tmp_path):
 def test_a_stopped_training_ends_the_comparison(tmp_path, monkeypatch):
     """A row whose training was stopped (SIGTERM) is not measured as if it had finished."""
 
+    workdirs = []
+
     def stopped(config, workdir):
+        workdirs.append(workdir)
         return {"interrupted": True, "steps": 1, "total_steps": 2}
 
     monkeypatch.setattr(compare_methods, "train_and_evaluate", stopped)
     config = compare_digits.get_config()
-    config.compare.smoke.methods = ("ann",)
+    # a second ANN method (another seed) trains in a folder of its own name
+    config.compare.methods.ann_seed1 = copy.deepcopy(config.compare.methods.ann)
+    config.compare.methods.ann_seed1.overrides.seed = 1
+    config.compare.smoke.methods = ("ann_seed1",)
     with pytest.raises(SystemExit, match="stopped at step 1 of 2; rerun"):
         compare_methods.run(config, str(tmp_path), smoke=True)
+    assert workdirs == [str(tmp_path / "ann_seed1")]
 
 
 def _example(config):

@@ -151,21 +151,25 @@ def _flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps(flat, default=str))
 
 
-def _check_resumed_config(path: str, config: ml_collections.ConfigDict, step: int) -> None:
-    """Raises ``ValueError`` if a run resumed at ``step`` > 0 has another config than the
-    one saved at ``path`` when it started (outside :data:`RUN_CONTROL_KEYS`).
+def _check_resumed_config(path: str, config: ml_collections.ConfigDict, step: int | None) -> None:
+    """Raises ``ValueError`` if a run resumed from a checkpoint at ``step`` has another
+    config than the one saved at ``path`` (outside :data:`RUN_CONTROL_KEYS`).
 
     A resumed run with, e.g., another learning rate or data set would silently
-    continue a different experiment. Without a saved config (a run from before
-    this check) nothing is checked.
+    continue a different experiment. Without a checkpoint (``step`` None) or a
+    saved config (a run from before this check) nothing is checked.
     """
-    if step == 0 or not os.path.exists(path):
+    if step is None or not os.path.exists(path):
         return
     with open(path) as f:
         saved = json.load(f)
     current = _flat_config(config)
+
+    def shown(values, key):
+        return repr(values[key]) if key in values else "(absent)"
+
     changed = [
-        f"{key}: {saved.get(key, '(absent)')!r} -> {current.get(key, '(absent)')!r}"
+        f"{key}: {shown(saved, key)} -> {shown(current, key)}"
         for key in sorted(saved.keys() | current.keys())
         if key not in RUN_CONTROL_KEYS and saved.get(key) != current.get(key)
     ]
@@ -261,10 +265,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         StopRequested() as stop,
         contextlib.ExitStack() as stack,
     ):
+        config_path = os.path.join(workdir, "config.json")
+        # before the restore: a changed model or optimizer would fail in it, less clearly
+        _check_resumed_config(config_path, config, ckpt.latest_step())
         state, meta = ckpt.restore(state)
         start = int(jax.device_get(state.step))
-        config_path = os.path.join(workdir, "config.json")
-        _check_resumed_config(config_path, config, start)
         if is_main:
             writers.write_json_atomic(config_path, _flat_config(config))
         writer = stack.enter_context(
@@ -308,9 +313,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 )
                 if train["nonfinite_streak"] >= config.max_nonfinite_steps:
                     raise FloatingPointError(
-                        f"{int(train['nonfinite_streak'])} steps in a row within steps {window} "
-                        "had a non-finite loss or gradient (all were skipped); lower the learning "
-                        f"rate or check the data. Last good checkpoint: {ckpt.directory}"
+                        f"{int(train['nonfinite_streak'])} steps in a row had a non-finite loss "
+                        f"or gradient (the count reached it within steps {window}; all were "
+                        "skipped); lower the learning rate or check the data. Last good "
+                        f"checkpoint: {ckpt.directory}"
                     )
             jax.block_until_ready(state.step)
             train_seconds += time.perf_counter() - t0
