@@ -20,7 +20,7 @@ from snn_jax.functional.lif import (
     lif_scan,
     lif_step,
 )
-from snn_jax.functional.tdbn import tdbn_affine, tdbn_normalize, tdbn_statistics
+from snn_jax.functional.tdbn import tdbn_affine, tdbn_apply, tdbn_normalize, tdbn_statistics
 
 __all__ = [
     "RESETS",
@@ -35,6 +35,7 @@ __all__ = [
     "spike_conv_general_dilated",
     "surrogate",
     "tdbn_affine",
+    "tdbn_apply",
     "tdbn_normalize",
     "tdbn_statistics",
     "unpack_spikes",

@@ -42,6 +42,7 @@ import numpy as np
 from snn_jax.functional.lif import check_lif_params
 from snn_jax.functional.lif_vjp import _cotangent_of, _stbp_reverse, _unrolled
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
+from snn_jax.functional.tdbn import tdbn_apply
 
 Array = jax.Array
 
@@ -188,9 +189,9 @@ class Currents:
     per channel ``[C]`` (a tdBN's ``y = z * scale + shift``), ``spikes`` an
     optional ``[T, B, ..., C]`` array of zeros and ones (an identity shortcut).
     ``a + b`` sums two of them; :meth:`add_spikes` adds spikes;
-    :func:`lif_from_currents` runs the LIF on them. Each term and the sum are
-    computed in float32, in the order of the terms: as
-    ``TdBatchNorm(dtype=float32)`` outputs summed by hand.
+    :func:`lif_from_currents` runs the LIF on them. Each term is computed as
+    :func:`~snn_jax.functional.tdbn_apply` does and the sum in float32, in the
+    order of the terms: as ``TdBatchNorm(dtype=float32)`` outputs summed by hand.
 
     >>> z = jnp.arange(4.0).reshape(2, 1, 2)
     >>> c = Currents.affine(z, jnp.array([1.0, 2.0]), jnp.array([0.5, 0.0]))
@@ -229,7 +230,7 @@ class Currents:
 def _sum(terms, spikes) -> Array:
     x = None
     for z, scale, shift in terms:
-        y = z.astype(jnp.float32) * scale.astype(jnp.float32) + shift.astype(jnp.float32)
+        y = tdbn_apply(z, scale, shift).astype(jnp.float32)
         x = y if x is None else x + y
     return x if spikes is None else x + spikes.astype(jnp.float32)
 

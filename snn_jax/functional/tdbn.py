@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["tdbn_affine", "tdbn_normalize", "tdbn_statistics"]
+__all__ = ["tdbn_affine", "tdbn_apply", "tdbn_normalize", "tdbn_statistics"]
 
 
 def tdbn_statistics(x: Array, axis_name: str | None = None) -> tuple[Array, Array]:
@@ -83,6 +83,30 @@ def tdbn_affine(
     return factor, shift
 
 
+def tdbn_apply(x: Array, factor: Array, shift: Array) -> Array:
+    """``x * factor + shift`` in float32 (or ``x.dtype`` if wider), with ``(factor, shift)``
+    from :func:`tdbn_affine`.
+
+    A bfloat16 ``x`` (mixed-precision convs) is widened first: ``x * factor``
+    and ``shift`` are each large against their sum for a channel whose mean is
+    large against its spread, and would be rounded before they cancel.
+
+    Raises:
+      TypeError: an integer ``x`` (the normalized values would be rounded).
+
+    >>> x = jnp.array([[100.0], [102.0]], jnp.bfloat16)
+    >>> tdbn_apply(x, jnp.array([0.5]), jnp.array([-50.5]))[:, 0]
+    Array([-0.5,  0.5], dtype=float32)
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"tdBN needs a floating-point input, got {x.dtype}; cast it first, e.g. "
+            "x.astype(jnp.float32) (an integer output would round the normalized values)"
+        )
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    return x.astype(compute) * factor.astype(compute) + shift.astype(compute)
+
+
 def tdbn_normalize(
     x: Array,
     mean: Array,
@@ -112,7 +136,4 @@ def tdbn_normalize(
            [ 0.5]], dtype=float32)
     """
     factor, shift = tdbn_affine(mean, var, scale, bias, alpha=alpha, v_th=v_th, epsilon=epsilon)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"tdbn_normalize needs a floating-point x, got {x.dtype}")
-    compute = jnp.promote_types(x.dtype, jnp.float32)
-    return (x.astype(compute) * factor + shift).astype(x.dtype)
+    return tdbn_apply(x, factor, shift).astype(x.dtype)

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snn_jax.functional.tdbn import tdbn_affine, tdbn_statistics
+from snn_jax.functional.tdbn import tdbn_affine, tdbn_apply, tdbn_statistics
 
 __all__ = ["TdBatchNorm"]
 
@@ -69,11 +69,6 @@ class TdBatchNorm(nn.Module):
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(
-                f"TdBatchNorm needs a floating-point input, got {x.dtype} (cast it, e.g. "
-                "x.astype(jnp.float32); an integer output would round the normalized values)"
-            )
         if x.ndim < 3:
             raise ValueError(
                 "TdBatchNorm expects [T, B, ..., C] (ndim >= 3: time, batch, channels), "
@@ -108,6 +103,4 @@ class TdBatchNorm(nn.Module):
         )
         if return_affine:
             return factor, shift
-        compute = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 inputs too
-        y = x.astype(compute) * factor.astype(compute) + shift.astype(compute)
-        return y.astype(self.dtype or x.dtype)
+        return tdbn_apply(x, factor, shift).astype(self.dtype or x.dtype)

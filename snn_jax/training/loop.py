@@ -151,9 +151,10 @@ def _flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps(flat, default=str))
 
 
-def _check_resumed_config(path: str, config: ml_collections.ConfigDict, step: int | None) -> None:
+def _check_resumed_config(path: str, current: dict[str, Any], step: int | None) -> None:
     """Raises ``ValueError`` if a run resumed from a checkpoint at ``step`` has another
-    config than the one saved at ``path`` (outside :data:`RUN_CONTROL_KEYS`).
+    config, ``current`` (:func:`_flat_config`), than the one saved at ``path`` (outside
+    :data:`RUN_CONTROL_KEYS`).
 
     A resumed run with, e.g., another learning rate or data set would silently
     continue a different experiment. Without a checkpoint (``step`` None) or a
@@ -163,7 +164,6 @@ def _check_resumed_config(path: str, config: ml_collections.ConfigDict, step: in
         return
     with open(path) as f:
         saved = json.load(f)
-    current = _flat_config(config)
 
     def shown(values, key):
         return repr(values[key]) if key in values else "(absent)"
@@ -265,13 +265,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         StopRequested() as stop,
         contextlib.ExitStack() as stack,
     ):
-        config_path = os.path.join(workdir, "config.json")
+        config_path, flat_config = os.path.join(workdir, "config.json"), _flat_config(config)
         # before the restore: a changed model or optimizer would fail in it, less clearly
-        _check_resumed_config(config_path, config, ckpt.latest_step())
+        _check_resumed_config(config_path, flat_config, ckpt.latest_step())
         state, meta = ckpt.restore(state)
         start = int(jax.device_get(state.step))
         if is_main:
-            writers.write_json_atomic(config_path, _flat_config(config))
+            writers.write_json_atomic(config_path, flat_config)
         writer = stack.enter_context(
             writers.MetricWriter(workdir, enabled=is_main, resume_step=start)
         )

@@ -14,9 +14,14 @@ __all__ = ["MetricWriter", "write_json_atomic"]
 
 def write_json_atomic(path: str, obj) -> None:
     """Writes JSON to ``path`` through a temporary file and a rename."""
+    _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -85,7 +90,4 @@ def _drop_lines_after(path: str, step: int) -> None:
                 continue
             if isinstance(record, dict) and record.get("step", step + 1) <= step:
                 lines.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    _write_atomic(path, "".join(lines))
