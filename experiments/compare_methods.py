@@ -198,7 +198,7 @@ def energy(model, variables, images: np.ndarray, pooled, budget: int) -> dict[st
 
     ``pooled`` (``{layer: n}``) is used for spiking models only.
     """
-    spiking = getattr(model, "neuron", "lif") == "lif"
+    spiking = model.neuron.kind == "lif"
     chunk = max(1, budget // (getattr(model, "time_steps", None) or 1))
     totals: dict[str, float] = {}
     for start in range(0, len(images), chunk):

@@ -6,6 +6,7 @@ its public name.
 
 from snn_jax.functional.surrogate import (
     NAMES,
+    SHAPE_PARAMETER,
     SpikeFunction,
     atan,
     fast_sigmoid,
@@ -18,6 +19,7 @@ from snn_jax.functional.surrogate import (
 
 __all__ = [
     "NAMES",
+    "SHAPE_PARAMETER",
     "SpikeFunction",
     "atan",
     "fast_sigmoid",

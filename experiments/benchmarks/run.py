@@ -52,6 +52,7 @@ from absl import app, flags
 import snn_jax
 from snn_jax import models
 from snn_jax.data import describe
+from snn_jax.nn import NeuronSpec
 from snn_jax.training import create_train_state, make_optimizer, sharding, train_step
 from snn_jax.training.loop import build_model
 
@@ -170,11 +171,13 @@ def step_case(time_steps: int, batch: int, *, ann: bool, memory: str = "none", s
     name, fields, size = network(smoke)
     kwargs = dict(num_classes=10, dtype=jnp.dtype(_DTYPE.value), **fields)
     if ann:
-        model = models.get_model(name, neuron="relu", norm="bn", time_steps=1, **kwargs)
+        relu = NeuronSpec(kind="relu")
+        model = models.get_model(name, neuron=relu, norm="bn", time_steps=1, **kwargs)
         b = batch * time_steps
     else:
+        neuron = NeuronSpec(unroll=time_steps)
         model = models.get_model(
-            name, time_steps=time_steps, memory=memory, unroll=time_steps, **kwargs
+            name, time_steps=time_steps, memory=memory, neuron=neuron, **kwargs
         )
         b = batch
     tx = make_optimizer({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9}, 100)

@@ -218,10 +218,12 @@ def capture_calls(
 
 
 def without_remat(model: nn.Module) -> nn.Module:
-    """A zoo model with ``memory="remat"`` as the same model without recomputation.
+    """A zoo model with ``memory="remat"`` or ``"compact"`` as the same model with ``"none"``.
 
     Inside an ``nn.remat`` block the layers' inputs and outputs are values of
-    the recomputation, which cannot leave it; the values are the same without it.
-    Other models are returned as they are.
+    the recomputation, which cannot leave it; a compact unit calls no LIF
+    layer and no norm (:class:`snn_jax.nn.NormNeuron`). The values are the
+    same without either. Other models are returned as they are.
     """
-    return model.clone(memory="none") if getattr(model, "memory", None) == "remat" else model
+    memory = getattr(model, "memory", None)
+    return model.clone(memory="none") if memory in ("remat", "compact") else model

@@ -72,11 +72,11 @@ class Conversion:
     """A converted network.
 
     Attributes:
-      model: the SNN, ``ann.clone(norm="none", neuron="lif", tau=1.0,
-        reset="subtract", channel_threshold=True, time_steps=...)``; run it at
-        another ``T`` with ``model.clone(time_steps=T)``.
+      model: the SNN, :func:`snn_twin` of the ANN (integrate-and-fire
+        neurons, reset by subtraction, per-channel thresholds, no norm); run
+        it at another ``T`` with ``model.clone(time_steps=T)``.
       variables: its ``{"params": ...}`` (biased convs, thresholds ``v_th``).
-      ann: the BN-folded ANN (``norm="none"``, ``neuron="relu"``, ``T = 1``).
+      ann: the BN-folded ANN (``norm="none"``, ReLU neurons, ``T = 1``).
       ann_variables: its ``{"params": ...}``.
       scales: ``lambda`` ``[C]`` per neuron layer (path joined by ``/``).
       thresholds: ``theta`` ``[C]`` per neuron layer.
@@ -96,15 +96,17 @@ class Conversion:
 
 
 def snn_twin(ann: nn.Module, time_steps: int) -> nn.Module:
-    """The converted SNN of a zoo ANN (same layers): IF neurons, reset by subtraction, no norm."""
-    return ann.clone(
-        norm="none",
-        neuron="lif",
-        tau=1.0,
-        reset="subtract",
-        channel_threshold=True,
-        time_steps=time_steps,
-    )
+    """The converted SNN of a zoo ANN (same layers): IF neurons, reset by subtraction, no norm.
+
+    The neurons keep the ANN's other settings (surrogate, unroll) for fine-tuning.
+    """
+    neuron = ann.neuron.replace(kind="lif", tau=1.0, reset="subtract", channel_threshold=True)
+    return ann.clone(norm="none", neuron=neuron, time_steps=time_steps)
+
+
+def _spiking(model: nn.Module) -> nn.Module:
+    """``model`` with LIF layers in place of its ReLUs (same parameters), to intercept them."""
+    return model.clone(neuron=model.neuron.replace(kind="lif"))
 
 
 def _batches(images: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
@@ -149,9 +151,9 @@ def convert(
     """Converts a trained ANN twin of a zoo model into an integrate-and-fire SNN.
 
     Args:
-      ann: a model of ``snn_jax.models`` with ``neuron="relu"`` (norm ``"bn"``,
-        ``"tdbn"`` or ``"none"``), e.g. ``get_model(name, neuron="relu",
-        norm="bn", time_steps=1)``.
+      ann: a model of ``snn_jax.models`` with ReLU neurons (norm ``"bn"``,
+        ``"tdbn"`` or ``"none"``), e.g. ``get_model(name, norm="bn", time_steps=1,
+        neuron=NeuronSpec(kind="relu"))``.
       variables: its trained variables (``params``, ``batch_stats``).
       calibration: training images ``[N, H, W, C]`` for the activation scales.
       percentile: of the positive activations per layer (100: the maximum).
@@ -170,21 +172,23 @@ def convert(
 
     >>> import jax, jax.numpy as jnp, numpy as np
     >>> from snn_jax.models import get_model
-    >>> ann = get_model("digits_cnn", width=2, hidden_features=4, neuron="relu", norm="bn",
-    ...                 time_steps=1)
+    >>> from snn_jax.nn import NeuronSpec
+    >>> ann = get_model("digits_cnn", width=2, hidden_features=4, neuron=NeuronSpec(kind="relu"),
+    ...                 norm="bn", time_steps=1)
     >>> x = np.asarray(jax.random.uniform(jax.random.key(0), (16, 8, 8, 1)))
     >>> variables = ann.init(jax.random.key(1), x, train=False)
     >>> conv = convert(ann, variables, x, time_steps=8)
     >>> sorted(conv.thresholds)
-    ['conv1/lif', 'conv2/lif', 'fc/lif']
+    ['conv1/neuron/lif', 'conv2/neuron/lif', 'fc/neuron/lif']
     >>> conv.model.apply(conv.variables, x).shape
     (16, 10)
     """
-    if getattr(ann, "neuron", None) != "relu":
+    kind = getattr(getattr(ann, "neuron", None), "kind", None)
+    if kind != "relu":
         raise ValueError(
-            f"convert expects the ANN twin of a zoo model (neuron='relu'), got "
-            f"{type(ann).__name__} with neuron={getattr(ann, 'neuron', None)!r}; build it with "
-            "get_model(name, neuron='relu', norm='bn', time_steps=1)"
+            f"convert expects the ANN twin of a zoo model (ReLU neurons), got "
+            f"{type(ann).__name__} with neuron kind {kind!r}; build it with "
+            "get_model(name, neuron=NeuronSpec(kind='relu'), norm='bn', time_steps=1)"
         )
     calibration = np.asarray(calibration, np.float32)
     example = calibration[:batch_size]
@@ -193,7 +197,7 @@ def convert(
         folded, folded_vars = ann, {"params": variables["params"]}
     else:
         folded, folded_vars = fold_norms(ann, variables, example)
-    structure = folded.clone(neuron="lif")  # LIF layers (no parameters) to intercept
+    structure = _spiking(folded)  # LIF layers (no parameters) to intercept
 
     # 2. balance: lambda per neuron layer from the ANN's activations
     ann_pass = make_pass(structure, neuron_fn=lambda name, z: jax.nn.relu(z))
@@ -308,7 +312,7 @@ def rate_limit_logits(conversion: Conversion, images: np.ndarray) -> tuple[np.nd
         return jnp.clip(z, 0.0, jnp.asarray(scales[name], z.dtype))
 
     snn = make_pass(conversion.model.clone(time_steps=1), neuron_fn=rate)
-    ann = make_pass(conversion.ann.clone(neuron="lif"), neuron_fn=clipped)
+    ann = make_pass(_spiking(conversion.ann), neuron_fn=clipped)
     snn_logits = np.asarray(snn.run(conversion.variables, images)[0])
     ann_logits = np.asarray(ann.run(conversion.ann_variables, images)[0])
     return snn_logits, ann_logits

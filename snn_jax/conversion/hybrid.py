@@ -4,7 +4,7 @@
 :class:`~snn_jax.conversion.Conversion`, so that before any fine-tuning it
 computes what the converted network computes. The SNN to fine-tune must have
 the converted network's layers, per-channel thresholds
-(``channel_threshold=True``) and, for an exact hand-over, its neuron:
+(``NeuronSpec.channel_threshold``) and, for an exact hand-over, its neuron:
 ``tau = 1`` and ``reset="subtract"`` (another leak or reset starts from the
 converted weights under other dynamics).
 
@@ -96,8 +96,8 @@ def hand_over(
 
     Args:
       conversion: the converted network.
-      model: the zoo SNN to fine-tune: the same architecture, ``neuron="lif"``,
-        ``channel_threshold=True``, norm ``"none"``, ``"tdbn"`` or ``"bn"``.
+      model: the zoo SNN to fine-tune: the same architecture, LIF neurons
+        with ``channel_threshold=True``, norm ``"none"``, ``"tdbn"`` or ``"bn"``.
       calibration: training images ``[N, H, W, C]`` for the norm statistics
         (unused for ``norm="none"``).
       batch_size: calibration batch size.
@@ -112,8 +112,9 @@ def hand_over(
     >>> import jax, numpy as np
     >>> from snn_jax.models import get_model
     >>> from snn_jax.conversion import convert
-    >>> ann = get_model("digits_cnn", width=2, hidden_features=4, neuron="relu", norm="bn",
-    ...                 time_steps=1)
+    >>> from snn_jax.nn import NeuronSpec
+    >>> ann = get_model("digits_cnn", width=2, hidden_features=4, neuron=NeuronSpec(kind="relu"),
+    ...                 norm="bn", time_steps=1)
     >>> x = np.asarray(jax.random.uniform(jax.random.key(0), (16, 8, 8, 1)))
     >>> conv = convert(ann, ann.init(jax.random.key(1), x, train=False), x, time_steps=4)
     >>> snn = conv.model.clone(norm="tdbn")
@@ -123,11 +124,11 @@ def hand_over(
     >>> bool(np.mean(np.argmax(a, -1) == np.argmax(b, -1)) >= 0.9)
     True
     """
-    if getattr(model, "neuron", None) != "lif" or not getattr(model, "channel_threshold", False):
+    neuron = getattr(model, "neuron", None)
+    if getattr(neuron, "kind", None) != "lif" or not neuron.channel_threshold:
         raise ValueError(
-            "hand_over needs a zoo SNN with neuron='lif' and channel_threshold=True, got "
-            f"{type(model).__name__} with neuron={getattr(model, 'neuron', None)!r}, "
-            f"channel_threshold={getattr(model, 'channel_threshold', None)!r}"
+            "hand_over needs a zoo SNN with LIF neurons and channel_threshold=True, got "
+            f"{type(model).__name__} with neuron={neuron!r}"
         )
     calibration = np.asarray(calibration, np.float32)
     example = calibration[:batch_size]

@@ -26,6 +26,7 @@ Array = jax.Array
 
 __all__ = [
     "NAMES",
+    "SHAPE_PARAMETER",
     "SpikeFunction",
     "atan",
     "fast_sigmoid",
@@ -201,6 +202,14 @@ _FACTORIES: dict[str, Callable[..., SpikeFunction]] = {
     "fast_sigmoid": fast_sigmoid,
 }
 NAMES: tuple[str, ...] = tuple(_FACTORIES)
+# The name of each surrogate's one shape parameter (the argument of its factory).
+SHAPE_PARAMETER: dict[str, str] = {
+    "rectangular": "width",
+    "sigmoid": "alpha",
+    "atan": "alpha",
+    "triangle": "width",
+    "fast_sigmoid": "slope",
+}
 
 
 @functools.cache

@@ -3,9 +3,9 @@
 Every model maps a static batch ``[B, H, W, C]`` (repeated over ``time_steps``)
 or time-major frames ``[T, B, H, W, C]`` to logits ``[B, num_classes]``, is
 called as ``model.apply(variables, x, train=...)``, and takes
-``norm`` in :data:`NORMS` (``"tdbn"``, ``"bn"``, ``"none"``) and ``neuron`` in
-:data:`NEURONS` (``"lif"``, ``"relu"``). ``neuron="relu", norm="bn",
-time_steps=1`` is the ANN twin of a model (same parameters, no time loop).
+``norm`` in :data:`snn_jax.nn.NORMS` (``"tdbn"``, ``"bn"``, ``"none"``) and
+``neuron``, a :class:`snn_jax.nn.NeuronSpec`. ``neuron=NeuronSpec(kind="relu"),
+norm="bn", time_steps=1`` is the ANN twin of a model (same parameters, no time loop).
 The LIF layers sow their firing rates into the ``intermediates`` collection.
 
 >>> import jax, jax.numpy as jnp
@@ -24,8 +24,6 @@ import flax.linen as nn
 
 from snn_jax.models.layers import (
     MEMORY_OPTIONS,
-    NEURONS,
-    NORMS,
     ConvUnit,
     DenseUnit,
     LayerFactory,
@@ -47,8 +45,6 @@ from snn_jax.models.small import DigitsCNN
 __all__ = [
     "MEMORY_OPTIONS",
     "MODEL_NAMES",
-    "NEURONS",
-    "NORMS",
     "BasicBlock",
     "BottleneckBlock",
     "ConvUnit",

@@ -1,32 +1,21 @@
-"""Building blocks shared by the model zoo: the norm/neuron choice, input encoding, units.
+"""Building blocks shared by the model zoo: input encoding, layers, units, shared settings.
 
-Every model of :mod:`snn_jax.models` is built from three kinds of layer:
+Every model of :mod:`snn_jax.models` is built from two kinds of layer:
 
 - a linear layer (conv or dense), run once over ``T*B`` examples by folding
   time into the batch (:func:`snn_jax.nn.fold_time`);
-- a norm layer, one of :data:`NORMS`:
+- a :class:`snn_jax.nn.NormNeuron` after it: the norm (one of
+  :data:`snn_jax.nn.NORMS`: ``"tdbn"``, ``"bn"`` or ``"none"``, in which
+  case the linear layer carries a bias) and the neuron (a
+  :class:`snn_jax.nn.NeuronSpec`: LIF, scanned over ``T``, or ReLU).
 
-  - ``"tdbn"``: :class:`snn_jax.nn.TdBatchNorm` with the layer's ``alpha`` and the
-    neurons' ``V_th``: ``y = scale * alpha * V_th * (x - mean) / sqrt(var + eps) + bias``;
-  - ``"bn"``: ordinary batch norm, ``y = scale * (x - mean) / sqrt(var + eps) + bias``,
-    with the same statistics (per channel over ``T``, ``B`` and space): a
-    ``TdBatchNorm`` with ``alpha * V_th = 1``;
-  - ``"none"``: no norm; the conv/dense layer then carries a bias;
-
-- a neuron, one of :data:`NEURONS`: ``"lif"`` (:class:`snn_jax.nn.LIF`, scanned
-  over ``T``; it sows its firing rate into ``intermediates``) or ``"relu"``.
-  The LIF's reset (``"zero"`` or ``"subtract"``), per-channel thresholds and
-  gradient (``"stbp"`` or spike-based BP's ``"aggregate"``) are settings too;
-  ANN-to-SNN conversion (``snn_jax.conversion``) uses the last three.
-
-``neuron="relu"``, ``norm="bn"``, ``time_steps=1`` is the ANN twin of a model:
-the same layers and parameters, no time loop.
+``neuron=NeuronSpec(kind="relu")``, ``norm="bn"``, ``time_steps=1`` is the ANN
+twin of a model: the same layers and parameters, no time loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -35,16 +24,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snn_jax import surrogate as surrogate_lib
-from snn_jax.functional.compact import Currents, spike_conv_general_dilated
-from snn_jax.functional.lif import RESETS
-from snn_jax.nn import LIF, TdBatchNorm, direct_encode, fold_time, unfold_time
-from snn_jax.nn.neurons import GRADIENTS, currents_conflicts
+from snn_jax.functional.compact import spike_conv_general_dilated
+from snn_jax.nn import NORMS, NeuronSpec, NormNeuron, direct_encode, fold_time, unfold_time
+from snn_jax.nn.norm_neuron import compact_conflicts
 
 __all__ = [
     "MEMORY_OPTIONS",
-    "NEURONS",
-    "NORMS",
     "ConvUnit",
     "DenseUnit",
     "LayerFactory",
@@ -55,11 +40,10 @@ __all__ = [
     "folded",
 ]
 
-NORMS: tuple[str, ...] = ("tdbn", "bn", "none")
-NEURONS: tuple[str, ...] = ("lif", "relu")
 # "remat": recompute each block/unit in the backward pass instead of storing its activations.
-# "compact": store spikes as bits and recompute membranes (snn_jax.functional.compact); for
-# LIF neurons after a norm, with the hard reset, the STBP gradient and one threshold.
+# "compact": convs of spikes keep their input as bits and the NormNeuron units recompute
+# their membranes (snn_jax.nn.NormNeuron); for LIF neurons after a norm, with the hard reset,
+# the STBP gradient and one constant leak and threshold.
 MEMORY_OPTIONS: tuple[str, ...] = ("none", "remat", "compact")
 
 
@@ -86,10 +70,13 @@ def check_choice(what: str, value: Any, valid: Sequence[Any]) -> None:
         raise ValueError(f"unknown {what} {value!r}; expected one of {tuple(valid)}")
 
 
-def folded(layer: nn.Module, x: Array, *args, **kwargs) -> Array:
-    """``layer`` applied to ``[T, B, ...]`` once over ``T*B``: ``unfold(layer(fold(x)))``."""
-    y, time_steps = fold_time(x)
-    return unfold_time(layer(y, *args, **kwargs), time_steps)
+def folded(layer, x: Array, shards: int = 1) -> Array:
+    """``layer`` applied to ``[T, B, ...]`` once over ``T*B``: ``unfold(layer(fold(x)))``.
+
+    ``shards``: the devices the batch is split over (see :mod:`snn_jax.nn.folding`).
+    """
+    y, time_steps = fold_time(x, shards)
+    return unfold_time(layer(y), time_steps, shards)
 
 
 def encode_input(x: Array, time_steps: int | None, example_ndim: int) -> Array:
@@ -127,75 +114,46 @@ def encode_input(x: Array, time_steps: int | None, example_ndim: int) -> Array:
     )
 
 
-def _spike_function(name: str, param: float | None) -> surrogate_lib.SpikeFunction:
-    """``surrogate.get(name)`` with its one shape parameter (width/alpha/slope) set to ``param``."""
-    check_choice("surrogate", name, surrogate_lib.NAMES)
-    if param is None:
-        return surrogate_lib.get(name)
-    key = next(iter(inspect.signature(getattr(surrogate_lib, name)).parameters))
-    return surrogate_lib.get(name, **{key: param})
-
-
 @dataclasses.dataclass(frozen=True)
 class LayerFactory:
-    """Makes the conv/dense, norm and neuron layers of a model from its settings.
+    """Makes a model's conv/dense layers and :class:`~snn_jax.nn.NormNeuron` units.
 
     Its methods are called inside a module's ``@nn.compact`` method; the layers
     they create belong to that module and take the given ``name``.
 
     Attributes:
-      norm: one of :data:`NORMS`.
-      neuron: one of :data:`NEURONS`.
-      tau, v_th, surrogate, surrogate_param, detach_reset, unroll, reset,
-        channel_threshold, gradient: LIF settings (``surrogate_param`` ``None``:
-        the surrogate's default width/alpha/slope; see :class:`snn_jax.nn.LIF`).
+      neuron: the neurons' :class:`~snn_jax.nn.NeuronSpec`.
+      norm: one of :data:`snn_jax.nn.NORMS`.
+      memory: one of :data:`MEMORY_OPTIONS`; ``"compact"`` is applied here
+        (bit-stored conv inputs, compact units), ``"remat"`` by the models.
       dtype: compute dtype of conv and dense layers. Norm outputs and membrane
         potentials stay float32.
-      memory: one of :data:`MEMORY_OPTIONS`. With ``"compact"``, convs of
-        spikes store their input as bits and ``normalize`` returns
-        :class:`~snn_jax.functional.Currents` for the neuron (see
-        :mod:`snn_jax.functional.compact`); ``"remat"`` is the models' business.
       axis_name: the norms' ``axis_name`` (see :class:`snn_jax.nn.TdBatchNorm`).
+      batch_shards: the devices the batch is split over (time folding's row order).
     """
 
+    neuron: NeuronSpec = NeuronSpec()
     norm: str = "tdbn"
-    neuron: str = "lif"
-    tau: float = 0.25
-    v_th: float = 0.5
-    surrogate: str = "rectangular"
-    surrogate_param: float | None = None
-    detach_reset: bool = False
-    unroll: int = 1
-    dtype: Any = jnp.float32
-    reset: str = "zero"
-    channel_threshold: bool = False
-    gradient: str = "stbp"
     memory: str = "none"
+    dtype: Any = jnp.float32
     axis_name: str | None = None
+    batch_shards: int = 1
 
     def __post_init__(self):
         check_choice("norm", self.norm, NORMS)
-        check_choice("neuron", self.neuron, NEURONS)
-        check_choice("surrogate", self.surrogate, surrogate_lib.NAMES)
-        check_choice("reset", self.reset, RESETS)
-        check_choice("gradient", self.gradient, GRADIENTS)
         check_choice("memory option", self.memory, MEMORY_OPTIONS)
-        if self.compact:
-            layer = {"neuron='relu'": self.neuron != "lif", "norm='none'": self.norm == "none"}
-            conflicts = [name for name, present in layer.items() if present]
-            conflicts += currents_conflicts(
-                reset=self.reset, channel_threshold=self.channel_threshold, gradient=self.gradient
+        if not isinstance(self.neuron, NeuronSpec):
+            raise TypeError(
+                f"neuron must be a snn_jax.nn.NeuronSpec, got {self.neuron!r}; e.g. "
+                "NeuronSpec(kind='relu') for the ANN twin"
             )
-            if conflicts:
-                names = ", ".join(conflicts)
-                raise ValueError(
-                    "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
-                    f"threshold and the STBP gradient; got {names}. Use memory='none' or 'remat'"
-                )
-
-    @property
-    def compact(self) -> bool:
-        return self.memory == "compact"
+        if self.memory == "compact" and compact_conflicts(self.neuron, self.norm):
+            names = ", ".join(compact_conflicts(self.neuron, self.norm))
+            raise ValueError(
+                "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
+                f"constant leak and threshold and the STBP gradient; got {names}. Use "
+                "memory='none' or 'remat'"
+            )
 
     def conv(
         self,
@@ -212,7 +170,7 @@ class LayerFactory:
         ``memory="compact"`` it is then stored as bits for the backward pass.
         """
         pad = (kernel_size - 1) // 2
-        conv_fn = spike_conv_general_dilated if spike_input and self.compact else None
+        compact = spike_input and self.memory == "compact"
         return nn.Conv(
             features,
             (kernel_size, kernel_size),
@@ -221,64 +179,41 @@ class LayerFactory:
             use_bias=self.norm == "none",
             kernel_init=conv_init,
             dtype=self.dtype,
-            conv_general_dilated=conv_fn,
+            conv_general_dilated=spike_conv_general_dilated if compact else None,
             name=name,
         )
 
     def dense(self, features: int, *, name: str) -> nn.Dense:
         return nn.Dense(features, use_bias=self.norm == "none", dtype=self.dtype, name=name)
 
-    def normalize(
-        self, x: Array, train: bool, *, alpha: float = 1.0, name: str
-    ) -> Array | Currents:
-        """The norm layer on ``x`` ``[T, B, ..., C]`` (``alpha`` is used by tdBN only).
+    def fold(self, layer, x: Array) -> Array:
+        """``layer`` over ``[T, B, ...]`` with time folded into the batch (:func:`folded`)."""
+        return folded(layer, x, self.batch_shards)
 
-        With ``memory="compact"`` the result is ``Currents`` for :meth:`activate`.
-        """
-        if self.norm == "none":
-            return x
-        alpha, v_th = (alpha, self.v_th) if self.norm == "tdbn" else (1.0, 1.0)
-        layer = TdBatchNorm(
-            alpha=alpha, v_th=v_th, axis_name=self.axis_name, dtype=jnp.float32, name=name
-        )
-        if self.compact:
-            factor, shift = layer(x, use_running_average=not train, return_affine=True)
-            return Currents.affine(x, factor, shift)
-        return layer(x, use_running_average=not train)
-
-    def add_shortcut(self, y: Array | Currents, shortcut: Array | Currents) -> Array | Currents:
-        """``y + shortcut`` before a residual block's neuron.
-
-        With ``memory="compact"`` an identity shortcut is the block's input
-        spikes, stored as bits.
-        """
-        if isinstance(y, Currents) and not isinstance(shortcut, Currents):
-            return y.add_spikes(shortcut)
-        return y + shortcut
-
-    def activate(self, x: Array | Currents, *, name: str) -> Array:
-        """The neuron on ``x`` ``[T, B, ...]``: LIF spikes (float32) or ReLU."""
-        if self.neuron == "relu":
-            return nn.relu(x)
-        lif = LIF(
-            tau=self.tau,
-            v_th=self.v_th,
-            surrogate=_spike_function(self.surrogate, self.surrogate_param),
-            detach_reset=self.detach_reset,
-            unroll=self.unroll,
-            reset=self.reset,
-            channel_threshold=self.channel_threshold,
-            gradient=self.gradient,
+    def unit(
+        self,
+        alphas: Sequence[float] = (1.0,),
+        norm_names: Sequence[str] = ("norm",),
+        *,
+        name: str,
+    ) -> NormNeuron:
+        """The norm(s) and neuron after one or more linear layers (one per alpha)."""
+        return NormNeuron(
+            self.neuron,
+            self.norm,
+            tuple(alphas),
+            tuple(norm_names),
+            compact=self.memory == "compact",
+            axis_name=self.axis_name,
             name=name,
         )
-        return lif(x if isinstance(x, Currents) else x.astype(jnp.float32))
 
 
 class ConvUnit(nn.Module):
     """``conv(k x k, stride) -> norm -> neuron`` on ``[T, B, H, W, C]``.
 
-    Layers: ``conv``, ``norm``, ``lif``. ``spike_input``: the input is spikes
-    (see :meth:`LayerFactory.conv`).
+    Layers: ``conv`` and ``neuron`` (a :class:`~snn_jax.nn.NormNeuron`: ``norm``,
+    ``lif``). ``spike_input``: the input is spikes (see :meth:`LayerFactory.conv`).
     """
 
     layers: LayerFactory
@@ -293,21 +228,21 @@ class ConvUnit(nn.Module):
         conv = lay.conv(
             self.features, self.kernel_size, self.strides, spike_input=self.spike_input, name="conv"
         )
-        x = self.layers.normalize(folded(conv, x), train, name="norm")
-        return self.layers.activate(x, name="lif")
+        return lay.unit(name="neuron")(lay.fold(conv, x), train=train)
 
 
 class DenseUnit(nn.Module):
-    """``dense -> norm -> neuron`` on ``[T, B, F]``. Layers: ``dense``, ``norm``, ``lif``."""
+    """``dense -> norm -> neuron`` on ``[T, B, F]``. Layers: ``dense``, ``neuron``."""
 
     layers: LayerFactory
     features: int
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:
-        x = folded(self.layers.dense(self.features, name="dense"), x)
-        x = self.layers.normalize(x, train, name="norm")
-        return self.layers.activate(x, name="lif")
+        lay = self.layers
+        return lay.unit(name="neuron")(
+            lay.fold(lay.dense(self.features, name="dense"), x), train=train
+        )
 
 
 class SpikingModel(nn.Module):
@@ -318,67 +253,47 @@ class SpikingModel(nn.Module):
       time_steps: ``T`` for static inputs (repeated over time); for time-major
         input ``[T, B, ...]`` ``None`` or equal to its ``T``.
       width: base number of channels.
-      norm: ``"tdbn"``, ``"bn"`` or ``"none"`` (see :data:`NORMS`).
-      neuron: ``"lif"`` or ``"relu"`` (see :data:`NEURONS`).
-      tau: LIF leak.
-      v_th: LIF threshold (and tdBN's ``V_th``).
-      surrogate: surrogate gradient name (``snn_jax.surrogate.NAMES``).
-      surrogate_param: its width/alpha/slope; ``None``: that surrogate's default.
-      detach_reset: stop the gradient through the LIF reset.
-      unroll: unroll factor of the LIF layers' time loops (``lif_scan``).
+      neuron: the neurons' :class:`~snn_jax.nn.NeuronSpec` (leak, threshold,
+        reset, surrogate, ...; ``NeuronSpec(kind="relu")`` for the ANN twin).
+        tdBN's ``V_th`` is the neurons' ``v_th``.
+      norm: ``"tdbn"``, ``"bn"`` or ``"none"`` (see :data:`snn_jax.nn.NORMS`).
       memory: one of :data:`MEMORY_OPTIONS`: ``"none"``, ``"remat"`` (recompute
         blocks in the backward pass) or ``"compact"`` (spikes stored as bits,
-        membranes recomputed: :mod:`snn_jax.functional.compact`).
+        membranes recomputed: :class:`snn_jax.nn.NormNeuron`).
       dtype: compute dtype of convs and dense layers.
-      reset: LIF reset, ``"zero"`` (hard, default) or ``"subtract"``.
-      channel_threshold: per-channel LIF thresholds, parameters ``v_th`` ``[C]``
-        initialised to ``v_th`` (set by ANN-to-SNN conversion).
-      gradient: ``"stbp"`` (default) or ``"aggregate"`` (spike-based BP, Lee et al. 2020).
       axis_name: for hand-written ``jax.shard_map`` (or ``pmap``) code over a
         split batch: the mapped axis over which every norm layer averages its
         batch statistics, so they are the global batch's. ``None`` (default)
         under ``jax.jit`` with a sharded batch, which already gives the global
         statistics; inside ``shard_map`` ``None`` means per-device statistics.
+      batch_shards: the number of devices the batch is split over under
+        ``jax.jit`` (the training loop sets it from its mesh): time is then
+        folded into the batch per device, so each device computes only its
+        own examples. Any value gives the same result.
     """
 
     num_classes: int = 10
     time_steps: int | None = 4
     width: int = 64
+    neuron: NeuronSpec = NeuronSpec()
     norm: str = "tdbn"
-    neuron: str = "lif"
-    tau: float = 0.25
-    v_th: float = 0.5
-    surrogate: str = "rectangular"
-    surrogate_param: float | None = None
-    detach_reset: bool = False
-    unroll: int = 1
     memory: str = "none"
     dtype: Any = jnp.float32
-    reset: str = "zero"
-    channel_threshold: bool = False
-    gradient: str = "stbp"
     axis_name: str | None = None
+    batch_shards: int = 1
 
     def __post_init__(self):
-        self.layer_factory()  # validates norm, neuron, surrogate and memory option early
+        self.layer_factory()  # validates norm, neuron and memory option early
         super().__post_init__()
 
     def layer_factory(self) -> LayerFactory:
         return LayerFactory(
-            norm=self.norm,
             neuron=self.neuron,
-            tau=self.tau,
-            v_th=self.v_th,
-            surrogate=self.surrogate,
-            surrogate_param=self.surrogate_param,
-            detach_reset=self.detach_reset,
-            unroll=self.unroll,
-            dtype=self.dtype,
-            reset=self.reset,
-            channel_threshold=self.channel_threshold,
-            gradient=self.gradient,
+            norm=self.norm,
             memory=self.memory,
+            dtype=self.dtype,
             axis_name=self.axis_name,
+            batch_shards=self.batch_shards,
         )
 
     def maybe_remat(self, cls: type[nn.Module]) -> type[nn.Module]:

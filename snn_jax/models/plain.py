@@ -43,7 +43,7 @@ class PlainCNN(SpikingModel):
       depth: number of conv units (conv layers).
       num_stages: stages of doubling width and halving resolution.
 
-    Variable paths: ``unit{k}/{conv,norm,lif}`` for ``k = 1..depth``, ``decoder/readout``.
+    Variable paths: ``unit{k}/{conv,neuron/norm}`` for ``k = 1..depth``, ``decoder/readout``.
 
     >>> import jax, jax.numpy as jnp
     >>> model = PlainCNN(depth=4, width=4, time_steps=3)

@@ -2,11 +2,12 @@
 
 Basic block (:class:`BasicBlock`)::
 
-    o ─ conv3x3(s) ─ norm ─ lif1 ─ conv3x3 ─ norm(alpha=1/sqrt2) ─┐
-    └──────── identity, or conv1x1(s) ─ norm(alpha=1/sqrt2) ──────(+)─ lif2
+    o ─ conv3x3(s) ─ norm ─ lif ─ conv3x3 ─ norm(alpha=1/sqrt2) ─┐
+    └──────── identity, or conv1x1(s) ─ norm(alpha=1/sqrt2) ─────(+)─ lif
 
 The sum of the two branches enters the LIF neuron (the add happens before the
-spike). Identity shortcuts (same shape) carry no norm. The bottleneck block
+spike): the norms, the add and the neuron are one :class:`snn_jax.nn.NormNeuron`.
+Identity shortcuts (same shape) carry no norm. The bottleneck block
 (:class:`BottleneckBlock`, ResNet-50) is ``1x1 -> 3x3(s) -> 1x1 (4x channels)``
 with ``alpha = 1/sqrt2`` on the last norm and on the projection shortcut (the
 stride sits on the 3x3 conv, as torchvision's ResNet v1.5).
@@ -61,7 +62,6 @@ from snn_jax.models.layers import (
     SpikingModel,
     check_choice,
     encode_input,
-    folded,
 )
 from snn_jax.nn import MeanDecoder
 
@@ -86,19 +86,37 @@ STEMS: tuple[str, ...] = ("cifar", "imagenet")
 RESIDUAL_ALPHA = 1 / math.sqrt(2)
 
 
-def _shortcut(layers: LayerFactory, x: Array, features: int, strides: int, train: bool) -> Array:
-    """Identity if the shape is kept, else ``conv1x1(strides) -> norm(alpha=1/sqrt2)``."""
+def _shortcut(
+    lay: LayerFactory, x: Array, features: int, strides: int
+) -> tuple[tuple[Array, ...], Array | None]:
+    """``(currents, spikes)`` the shortcut adds before the block's last neuron.
+
+    Identity (no currents; the block's input spikes) if the shape is kept, else
+    the current of ``conv1x1(strides)`` (normalized by the unit, alpha 1/sqrt2).
+    """
     if strides == 1 and x.shape[-1] == features:
-        return x
-    conv = layers.conv(features, 1, strides, spike_input=True, name="shortcut_conv")
-    return layers.normalize(folded(conv, x), train, alpha=RESIDUAL_ALPHA, name="shortcut_norm")
+        return (), x
+    conv = lay.conv(features, 1, strides, spike_input=True, name="shortcut_conv")
+    return (lay.fold(conv, x),), None
+
+
+def _residual_unit(lay: LayerFactory, y: Array, x: Array, features: int, strides: int, name: str):
+    """The block's last unit: ``neuron(norm(y) + shortcut(x))`` (both norms with alpha 1/sqrt2)."""
+    currents, spikes = _shortcut(lay, x, features, strides)
+    unit = lay.unit(
+        (RESIDUAL_ALPHA,) * (1 + len(currents)),
+        ("norm", "shortcut_norm")[: 1 + len(currents)],
+        name=name,
+    )
+    return unit, (y, *currents), spikes
 
 
 class BasicBlock(nn.Module):
     """Spiking basic block on ``[T, B, H, W, C]`` (see the module docstring).
 
-    Layers: ``conv1``, ``norm1``, ``lif1``, ``conv2``, ``norm2`` (alpha 1/sqrt2),
-    ``shortcut_conv`` and ``shortcut_norm`` (projection only), ``lif2`` (after the add).
+    Layers: ``conv1``, ``neuron1`` (``norm``, ``lif``), ``conv2``, ``shortcut_conv``
+    (projection only), ``neuron2`` (``norm`` and, with a projection,
+    ``shortcut_norm``, both alpha 1/sqrt2; ``lif`` after the add).
     """
 
     layers: LayerFactory
@@ -109,19 +127,17 @@ class BasicBlock(nn.Module):
     def __call__(self, x: Array, train: bool = True) -> Array:
         lay = self.layers
         conv1 = lay.conv(self.features, 3, self.strides, spike_input=True, name="conv1")
-        y = lay.activate(lay.normalize(folded(conv1, x), train, name="norm1"), name="lif1")
-        y = folded(lay.conv(self.features, 3, spike_input=True, name="conv2"), y)
-        y = lay.normalize(y, train, alpha=RESIDUAL_ALPHA, name="norm2")
-        y = lay.add_shortcut(y, _shortcut(lay, x, self.features, self.strides, train))
-        return lay.activate(y, name="lif2")
+        y = lay.unit(name="neuron1")(lay.fold(conv1, x), train=train)
+        y = lay.fold(lay.conv(self.features, 3, spike_input=True, name="conv2"), y)
+        unit, currents, spikes = _residual_unit(lay, y, x, self.features, self.strides, "neuron2")
+        return unit(*currents, spikes=spikes, train=train)
 
 
 class BottleneckBlock(nn.Module):
     """Spiking bottleneck block: ``1x1 -> 3x3(s) -> 1x1 (4 * features)``, then add and LIF.
 
-    Layers: ``conv1..3``, ``norm1..3`` (``norm3`` with alpha 1/sqrt2), ``lif1``,
-    ``lif2``, ``shortcut_conv`` and ``shortcut_norm`` (projection only), ``lif3``
-    (after the add).
+    Layers: ``conv1..3``, ``neuron1``, ``neuron2``, ``shortcut_conv`` (projection
+    only), ``neuron3`` (its norms with alpha 1/sqrt2, the add, then ``lif``).
     """
 
     layers: LayerFactory
@@ -133,14 +149,13 @@ class BottleneckBlock(nn.Module):
     def __call__(self, x: Array, train: bool = True) -> Array:
         lay = self.layers
         out = self.features * self.expansion
-        y = folded(lay.conv(self.features, 1, spike_input=True, name="conv1"), x)
-        y = lay.activate(lay.normalize(y, train, name="norm1"), name="lif1")
+        y = lay.fold(lay.conv(self.features, 1, spike_input=True, name="conv1"), x)
+        y = lay.unit(name="neuron1")(y, train=train)
         conv2 = lay.conv(self.features, 3, self.strides, spike_input=True, name="conv2")
-        y = lay.activate(lay.normalize(folded(conv2, y), train, name="norm2"), name="lif2")
-        y = folded(lay.conv(out, 1, spike_input=True, name="conv3"), y)
-        y = lay.normalize(y, train, alpha=RESIDUAL_ALPHA, name="norm3")
-        y = lay.add_shortcut(y, _shortcut(lay, x, out, self.strides, train))
-        return lay.activate(y, name="lif3")
+        y = lay.unit(name="neuron2")(lay.fold(conv2, y), train=train)
+        y = lay.fold(lay.conv(out, 1, spike_input=True, name="conv3"), y)
+        unit, currents, spikes = _residual_unit(lay, y, x, out, self.strides, "neuron3")
+        return unit(*currents, spikes=spikes, train=train)
 
 
 class SpikingResNet(SpikingModel):
@@ -157,8 +172,8 @@ class SpikingResNet(SpikingModel):
       hidden_features: width of the hidden ``FC -> norm -> lif`` layer before
         the decoder (``None``: none).
 
-    Variable paths: ``stem/{conv,norm,lif}``, ``stage{i}_block{j}/...`` (1-based),
-    ``fc/{dense,norm,lif}``, ``decoder/readout``.
+    Variable paths: ``stem/{conv,neuron/norm}``, ``stage{i}_block{j}/...`` (1-based),
+    ``fc/{dense,neuron/norm}``, ``decoder/readout``.
 
     >>> import jax, jax.numpy as jnp
     >>> model = ResNet19(num_classes=10, width=4, time_steps=2)
@@ -191,7 +206,7 @@ class SpikingResNet(SpikingModel):
             pool = functools.partial(
                 nn.max_pool, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1))
             )
-            x = folded(pool, x)
+            x = layers.fold(pool, x)
         block_cls = self.maybe_remat(self.block_cls)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):

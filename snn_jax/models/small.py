@@ -14,7 +14,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from snn_jax.models.layers import ConvUnit, DenseUnit, SpikingModel, encode_input, folded
+from snn_jax.models.layers import ConvUnit, DenseUnit, SpikingModel, encode_input
 from snn_jax.nn import MeanDecoder
 
 __all__ = ["DigitsCNN"]
@@ -32,7 +32,7 @@ class DigitsCNN(SpikingModel):
     Attributes (besides :class:`~snn_jax.models.layers.SpikingModel`'s):
       hidden_features: width of the hidden dense unit.
 
-    Variable paths: ``conv1``, ``conv2`` and ``fc`` (each ``{conv|dense, norm, lif}``),
+    Variable paths: ``conv1``, ``conv2`` and ``fc`` (each ``{conv|dense, neuron/norm}``),
     ``decoder/readout``.
 
     >>> import jax, jax.numpy as jnp
@@ -55,7 +55,7 @@ class DigitsCNN(SpikingModel):
         unit = self.maybe_remat(ConvUnit)
         x = unit(layers, self.width, 3, 1, name="conv1")(x, train)
         x = unit(layers, 2 * self.width, 3, 1, spike_input=True, name="conv2")(x, train)
-        x = folded(_avg_pool_2x2, x)
+        x = layers.fold(_avg_pool_2x2, x)
         x = x.reshape(*x.shape[:2], -1)  # flatten: [T, B, H*W*C]
         x = self.maybe_remat(DenseUnit)(layers, self.hidden_features, name="fc")(x, train)
         return MeanDecoder(self.num_classes, dtype=self.dtype, name="decoder")(x)

@@ -6,12 +6,14 @@ images, not ``T`` times.
 Data parallelism splits the batch axis ``B`` over the devices of a mesh axis
 named :data:`DATA_AXIS`. A plain ``[T, B] -> [T*B]`` reshape would mix every
 device's examples into each block of rows, and XLA then gathers the whole
-batch on every device (each one computing the full step). Inside
-``jax.set_mesh(mesh)`` (the training loop) the fold orders the rows
-``(device, t, b)`` instead, so that each device folds only its own examples;
-on one device (or with no mesh set) that is the plain ``t * B + b`` order.
-Layers between a fold and its unfold must not depend on the row order (convs,
-dense layers, pooling and batch statistics do not).
+batch on every device (each one computing the full step). With ``shards=n``
+(the number of devices the batch is split over; a zoo model's
+``batch_shards`` field, which the training loop sets from its mesh) the fold
+orders the rows ``(shard, t, b)`` instead, so that each device folds only its
+own examples; ``shards=1`` is the plain ``t * B + b`` order. The result does
+not depend on ``shards``, only where it is computed: layers between a fold
+and its unfold must not depend on the row order (convs, dense layers,
+pooling and batch statistics do not).
 """
 
 from __future__ import annotations
@@ -19,37 +21,24 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-__all__ = ["DATA_AXIS", "TimeFolded", "batch_shards", "fold_time", "unfold_time"]
+__all__ = ["DATA_AXIS", "TimeFolded", "fold_time", "unfold_time"]
 
 DATA_AXIS = "data"  # the mesh axis the batch is split over
 
 
-def batch_shards() -> int:
-    """Into how many parts the batch axis is split: the current mesh's :data:`DATA_AXIS` size.
-
-    1 when no mesh is set (``jax.set_mesh``) or it has no such axis.
-
-    >>> batch_shards()
-    1
-    """
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or DATA_AXIS not in mesh.axis_names:
-        return 1
-    return dict(mesh.shape)[DATA_AXIS]
+def _groups(batch: int, shards: int) -> int:
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    return shards if shards > 1 and batch % shards == 0 else 1
 
 
-def _groups(batch: int, shards: int | None) -> int:
-    n = batch_shards() if shards is None else shards
-    return n if n > 1 and batch % n == 0 else 1
-
-
-def fold_time(x: jax.Array, shards: int | None = None) -> tuple[jax.Array, int]:
+def fold_time(x: jax.Array, shards: int = 1) -> tuple[jax.Array, int]:
     """``[T, B, ...] -> ([T*B, ...], T)``, rows ordered ``(shard, t, b)`` (module docstring).
 
     Args:
       x: ``[T, B, ...]``.
-      shards: parts of the batch axis (``None``: :func:`batch_shards`); a
-        ``B`` it does not divide is folded in the plain order.
+      shards: parts of the batch axis (devices it is split over); a ``B``
+        it does not divide is folded in the plain order.
 
     >>> import jax.numpy as jnp
     >>> y, t = fold_time(jnp.zeros((4, 3, 5)))
@@ -68,7 +57,7 @@ def fold_time(x: jax.Array, shards: int | None = None) -> tuple[jax.Array, int]:
     return x.reshape(t * b, *rest), t
 
 
-def unfold_time(y: jax.Array, time_steps: int, shards: int | None = None) -> jax.Array:
+def unfold_time(y: jax.Array, time_steps: int, shards: int = 1) -> jax.Array:
     """``[T*B, ...] -> [T, B, ...]``, the inverse of :func:`fold_time` (same ``shards``).
 
     >>> import jax.numpy as jnp
@@ -88,7 +77,8 @@ def unfold_time(y: jax.Array, time_steps: int, shards: int | None = None) -> jax
 class TimeFolded(nn.Module):
     """Wraps a stateless layer so it maps ``[T, B, ...]`` to ``[T, B, ...]``.
 
-    ``y = unfold(layer(fold(x)))``: one call over ``T*B`` examples.
+    ``y = unfold(layer(fold(x)))``: one call over ``T*B`` examples, rows
+    ordered by ``shards`` (module docstring).
 
     >>> import jax, jax.numpy as jnp
     >>> conv = TimeFolded(nn.Conv(8, (3, 3)))
@@ -98,7 +88,8 @@ class TimeFolded(nn.Module):
     """
 
     layer: nn.Module
+    shards: int = 1
 
     def __call__(self, x: jax.Array, *args, **kwargs) -> jax.Array:
-        folded, time_steps = fold_time(x)
-        return unfold_time(self.layer(folded, *args, **kwargs), time_steps)
+        folded, time_steps = fold_time(x, self.shards)
+        return unfold_time(self.layer(folded, *args, **kwargs), time_steps, self.shards)

@@ -1,160 +1,201 @@
-"""Spiking neuron layers (Flax linen) over time-major inputs ``[T, B, ...]``."""
+"""The neuron of a layer, declared once (:class:`NeuronSpec`), and the LIF layer that runs it."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snn_jax.functional import compact
 from snn_jax.functional import lif as lif_lib
 from snn_jax.functional import surrogate as surrogate_lib
 
-__all__ = ["GRADIENTS", "IF", "LIF", "currents_conflicts"]
+__all__ = ["GRADIENTS", "IF", "KINDS", "LIF", "NeuronSpec"]
 
+# "lif": the iterative LIF neuron (METHOD.md section 1); "relu": the ANN twin's activation.
+KINDS: tuple[str, ...] = ("lif", "relu")
+# "stbp": autodiff through the LIF with the surrogate (METHOD.md section 3);
+# "aggregate": spike-based BP's gradient (Lee et al. 2020), snn_jax.functional.aggregate_gradient.
 GRADIENTS: tuple[str, ...] = ("stbp", "aggregate")
 
 
-def currents_conflicts(
-    *, reset: str, channel_threshold: bool, gradient: str, learn_tau: bool = False
-) -> list[str]:
-    """The LIF settings a layer fed by :class:`snn_jax.functional.Currents` cannot have.
+def _choice(what: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {valid}")
 
-    >>> currents_conflicts(reset="subtract", channel_threshold=False, gradient="stbp")
-    ["reset='subtract'"]
+
+@dataclasses.dataclass(frozen=True)
+class NeuronSpec:
+    """Every setting of a layer's neurons, validated once when it is made.
+
+    Models, their layers and :class:`LIF` take one ``NeuronSpec`` instead of
+    a dozen loose fields; ``spec.replace(tau=1.0)`` derives another one.
+
+    Attributes:
+      kind: ``"lif"`` (spiking) or ``"relu"`` (the ANN twin).
+      tau: leak in (0, 1] (1: integrate-and-fire). With ``learn_tau`` the
+        initial value of a learned leak ``sigmoid(tau_logit)``, then < 1.
+      v_th: firing threshold, > 0 (also tdBN's ``V_th``). With
+        ``channel_threshold`` the initial value of the per-channel thresholds.
+      reset: ``"zero"``: ``u[t] = tau * u[t-1] * (1 - o[t-1]) + x[t]``;
+        ``"subtract"``: ``u[t] = tau * (u[t-1] - v_th * o[t-1]) + x[t]``.
+      surrogate: the surrogate gradient's name (``snn_jax.surrogate.NAMES``).
+      surrogate_param: its shape parameter (``snn_jax.surrogate.SHAPE_PARAMETER``
+        names it: width, alpha or slope); ``None``: the surrogate's default.
+      detach_reset: stop the gradient through the reset term.
+      gradient: one of :data:`GRADIENTS`.
+      learn_tau: learn one leak per layer (parametric LIF).
+      channel_threshold: one threshold per channel (the last axis), a
+        parameter ``v_th`` ``[C]``; ANN-to-SNN conversion sets it.
+      unroll: unroll factor of the LIF time loop (a speed knob; ``True`` or
+        ``>= T``: straight-line code).
+
+    >>> NeuronSpec(tau=0.5).replace(reset="subtract").reset
+    'subtract'
+    >>> NeuronSpec(tau=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: NeuronSpec.tau (the leak) must be in (0, 1], got 1.5
     """
-    conflicts = {
-        "learn_tau": learn_tau,
-        "reset='subtract'": reset != "zero",
-        "channel_threshold": channel_threshold,
-        "gradient='aggregate'": gradient != "stbp",
-    }
-    return [name for name, present in conflicts.items() if present]
+
+    kind: str = "lif"
+    tau: float = 0.25
+    v_th: float = 0.5
+    reset: str = "zero"
+    surrogate: str = "rectangular"
+    surrogate_param: float | None = None
+    detach_reset: bool = False
+    gradient: str = "stbp"
+    learn_tau: bool = False
+    channel_threshold: bool = False
+    unroll: int | bool = 1
+
+    def __post_init__(self):
+        _choice("neuron kind", self.kind, KINDS)
+        _choice("reset", self.reset, lif_lib.RESETS)
+        _choice("surrogate", self.surrogate, surrogate_lib.NAMES)
+        _choice("gradient", self.gradient, GRADIENTS)
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"NeuronSpec.tau (the leak) must be in (0, 1], got {self.tau}")
+        if not self.v_th > 0:
+            raise ValueError(f"NeuronSpec.v_th (the threshold) must be > 0, got {self.v_th}")
+        if self.surrogate_param is not None and not self.surrogate_param > 0:
+            raise ValueError(
+                f"NeuronSpec.surrogate_param must be > 0 (or None for the surrogate's default), "
+                f"got {self.surrogate_param}"
+            )
+        if self.learn_tau and self.tau >= 1:
+            raise ValueError("NeuronSpec.learn_tau needs an initial tau < 1 (tau = sigmoid(logit))")
+        if not isinstance(self.unroll, bool) and not (
+            isinstance(self.unroll, int) and self.unroll >= 1
+        ):
+            raise ValueError(f"NeuronSpec.unroll must be True or an int >= 1, got {self.unroll!r}")
+
+    def replace(self, **changes) -> NeuronSpec:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def spike_function(self) -> surrogate_lib.SpikeFunction:
+        """The surrogate spike function of :attr:`surrogate` with :attr:`surrogate_param`."""
+        if self.surrogate_param is None:
+            return surrogate_lib.get(self.surrogate)
+        key = surrogate_lib.SHAPE_PARAMETER[self.surrogate]
+        return surrogate_lib.get(self.surrogate, **{key: self.surrogate_param})
+
+    @classmethod
+    def from_config(cls, model_config: Mapping[str, Any]) -> NeuronSpec:
+        """The spec of a training config's flat ``model`` section (``config.model``).
+
+        ``model.neuron`` is the :attr:`kind`; the other fields keep their names
+        (``model.tau``, ``model.v_th``, ...); absent ones take their defaults.
+        Other keys of the section are ignored (they belong to the model).
+
+        Raises:
+          ValueError: a bad value, naming its config key.
+
+        >>> NeuronSpec.from_config({"name": "digits_cnn", "neuron": "lif", "tau": 0.5}).tau
+        0.5
+        """
+        fields = {f.name for f in dataclasses.fields(cls)} - {"kind"}
+        kwargs = {k: v for k, v in model_config.items() if k in fields}
+        if "neuron" in model_config:
+            kwargs["kind"] = model_config["neuron"]
+        try:
+            return cls(**kwargs)
+        except ValueError as e:
+            raise ValueError(f"config.model: {e}") from None
+
+    @staticmethod
+    def config_keys() -> frozenset[str]:
+        """The keys of a config's ``model`` section that :meth:`from_config` reads."""
+        return frozenset({f.name for f in dataclasses.fields(NeuronSpec)} - {"kind"} | {"neuron"})
 
 
 class LIF(nn.Module):
-    """Iterative LIF neuron layer: ``[T, B, ...]`` currents to ``[T, B, ...]`` spikes.
+    """A layer of LIF neurons on ``[T, B, ...]`` (METHOD.md section 1) set by a :class:`NeuronSpec`.
 
-    ``u[t] = tau * u[t-1] * (1 - o[t-1]) + x[t]``, ``o[t] = H(u[t] - v_th)``,
-    scanned over time by :func:`snn_jax.lif_scan`. The state starts at rest on
-    every call: there is no hidden memory to reset between batches.
-
-    Attributes:
-      tau: leak in (0, 1] (1 is integrate-and-fire). With ``learn_tau`` it is the
-        initial value of a learned leak ``tau = sigmoid(tau_logit)`` (< 1).
-      v_th: firing threshold (> 0); with ``channel_threshold`` the initial value
-        of the per-channel thresholds.
-      surrogate: spike function; ``None`` means ``surrogate.rectangular(1.0)``.
-      detach_reset: stop the gradient through the reset ``(1 - o)``.
-      learn_tau: learn one leak per layer (parametric LIF).
-      unroll: unroll factor of the LIF time loop (``lif_scan``).
-      reset: ``"zero"`` (hard reset, default) or ``"subtract"``:
-        ``u[t] = tau * (u[t-1] - v_th * o[t-1]) + x[t]`` (ANN-to-SNN conversion).
-      channel_threshold: one threshold per channel (the last axis), a parameter
-        ``v_th`` of shape ``[C]`` initialised to ``v_th``. ANN-to-SNN conversion
-        sets it (``snn_jax.conversion``); training updates it like any parameter.
-      gradient: ``"stbp"`` (default): autodiff through the scan with the
-        surrogate; ``"aggregate"``: spike-based BP (Lee et al. 2020), see
-        :func:`snn_jax.functional.aggregate_gradient`.
-
-    The input may also be :class:`snn_jax.functional.Currents` (tdBN outputs
-    left unsummed, as a model with ``memory="compact"`` builds them): the layer
-    then runs :func:`snn_jax.functional.lif_from_currents`, which stores bits
-    and conv outputs instead of membranes for the backward pass (a constant
-    ``tau``, hard reset, STBP gradient, one threshold).
+    Runs :func:`snn_jax.functional.lif_scan` (its hand-written STBP backward)
+    with the spec's leak, threshold, reset and surrogate; the state starts at
+    rest on every call, so there is no hidden memory to reset between batches.
+    With ``spec.learn_tau`` the leak is a parameter ``tau_logit`` (``tau =
+    sigmoid(tau_logit)``); with ``spec.channel_threshold`` the thresholds are a
+    parameter ``v_th`` ``[C]``. ``spec.gradient == "aggregate"`` gives the
+    spikes spike-based BP's backward pass instead of STBP's.
 
     The layer sows each example's firing rate (the mean of its spikes over
     time and neurons, ``[B]``) as ``intermediates/firing_rate``.
 
-    >>> import jax
     >>> x = jnp.full((3, 2, 4), 0.3)       # T=3, B=2, N=4
-    >>> LIF().apply({}, x)[:, 0, 0]        # u = 0.3, 0.375, 0.39375 then 0.3 ...
+    >>> LIF().apply({}, x)[:, 0, 0]        # u = 0.3, 0.375, 0.39375: below V_th = 0.5
     Array([0., 0., 0.], dtype=float32)
+    >>> LIF(NeuronSpec(tau=1.0)).apply({}, x)[:, 0, 0]   # 0.3, 0.6 fires, reset, 0.3
+    Array([0., 1., 0.], dtype=float32)
     """
 
-    tau: float = 0.25
-    v_th: float = 0.5
-    surrogate: surrogate_lib.SpikeFunction | None = None
-    detach_reset: bool = False
-    learn_tau: bool = False
-    unroll: int = 1
-    reset: str = "zero"
-    channel_threshold: bool = False
-    gradient: str = "stbp"
+    spec: NeuronSpec = NeuronSpec()
 
     @nn.compact
-    def __call__(self, x: jax.Array | compact.Currents) -> jax.Array:
-        lif_lib.check_lif_params(self.tau, self.v_th, self.reset)
-        if self.gradient not in GRADIENTS:
-            raise ValueError(f"unknown gradient {self.gradient!r}; expected one of {GRADIENTS}")
-        if isinstance(x, compact.Currents):
-            return self._from_currents(x)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        spec = self.spec
+        if spec.kind != "lif":
+            raise ValueError(f"LIF needs a NeuronSpec of kind 'lif', got {spec.kind!r}")
         if x.ndim < 2:
             raise ValueError(
                 f"LIF expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
             )
-        tau = self.tau
-        if self.learn_tau:
-            if self.tau >= 1:
-                raise ValueError("learn_tau needs an initial tau < 1 (tau = sigmoid(logit))")
-            logit = math.log(self.tau / (1 - self.tau))
+        tau, v_th = spec.tau, spec.v_th
+        if spec.learn_tau:
+            logit = math.log(spec.tau / (1 - spec.tau))
             tau_logit = self.param("tau_logit", nn.initializers.constant(logit), (), jnp.float32)
             tau = jax.nn.sigmoid(tau_logit)
-        v_th = self.v_th
-        if self.channel_threshold:
-            init = nn.initializers.constant(self.v_th)
+        if spec.channel_threshold:
+            init = nn.initializers.constant(spec.v_th)
             v_th = self.param("v_th", init, (x.shape[-1],), jnp.float32)
         spikes = lif_lib.lif_scan(
             x,
             tau=tau,
             v_th=v_th,
-            surrogate=self.surrogate,
-            detach_reset=self.detach_reset,
-            reset=self.reset,
-            unroll=self.unroll,
+            surrogate=spec.spike_function,
+            detach_reset=spec.detach_reset,
+            reset=spec.reset,
+            unroll=spec.unroll,
         )
-        if self.gradient == "aggregate":
+        if spec.gradient == "aggregate":
             spikes = lif_lib.aggregate_gradient(x, spikes, v_th)
-        self.sow("intermediates", "firing_rate", _rate_per_example(spikes))
-        return spikes
-
-    def _from_currents(self, currents: compact.Currents) -> jax.Array:
-        unsupported = currents_conflicts(
-            reset=self.reset,
-            channel_threshold=self.channel_threshold,
-            gradient=self.gradient,
-            learn_tau=self.learn_tau,
-        )
-        if unsupported:
-            names = ", ".join(unsupported)
-            raise ValueError(
-                f"LIF on Currents (memory='compact') supports a constant tau, the hard reset, one "
-                f"threshold and the STBP gradient; this layer sets {names}"
-            )
-        if currents.terms[0][0].ndim < 2:
-            raise ValueError(
-                "LIF expects a time-major input [T, B, ...] (ndim >= 2), got Currents of shape "
-                f"{currents.terms[0][0].shape}"
-            )
-        spikes = compact.lif_from_currents(
-            currents,
-            tau=self.tau,
-            v_th=self.v_th,
-            surrogate=self.surrogate or surrogate_lib.get("rectangular", width=1.0),
-            detach_reset=self.detach_reset,
-            unroll=self.unroll,
-        )
-        self.sow("intermediates", "firing_rate", _rate_per_example(spikes))
+        self.sow("intermediates", "firing_rate", rate_per_example(spikes))
         return spikes
 
 
-def _rate_per_example(spikes: jax.Array) -> jax.Array:
+def rate_per_example(spikes: jax.Array) -> jax.Array:
     """``[B]``: each example's mean of ``spikes`` ``[T, B, ...]`` over time and neurons."""
     return jnp.mean(spikes.astype(jnp.float32), axis=(0, *range(2, spikes.ndim)))
 
 
-IF = functools.partial(LIF, tau=1.0)
+IF = functools.partial(LIF, spec=NeuronSpec(tau=1.0))
 IF.__doc__ = "Integrate-and-fire neuron layer: :class:`LIF` with ``tau = 1`` (no leak)."

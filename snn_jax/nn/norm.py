@@ -56,15 +56,21 @@ class TdBatchNorm(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, use_running_average: bool | None = None, *, return_affine: bool = False
-    ) -> jax.Array | tuple[jax.Array, jax.Array]:
-        """The normalized ``x``; with ``return_affine`` instead ``(factor, shift)`` ``[C]``.
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """The normalized ``x``, ``[T, B, ..., C]``, in ``dtype`` (``None``: ``x``'s)."""
+        factor, shift = self.affine(x, use_running_average)
+        return tdbn_apply(x, factor, shift).astype(self.dtype or x.dtype)
 
-        ``y = x * factor + shift`` (float32) is then left to the caller, e.g. a
-        LIF layer fed by :class:`snn_jax.functional.Currents`; the running
-        statistics are updated either way.
+    @nn.compact
+    def affine(
+        self, x: jax.Array, use_running_average: bool | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Per-channel ``(factor, shift)`` ``[C]`` with ``self(x) == x * factor + shift``.
+
+        Takes the statistics of ``x`` (or the running ones) and updates the
+        running estimates exactly as a call does; the caller applies the
+        affine map itself (:func:`snn_jax.functional.tdbn_apply`), as the
+        compact norm-and-neuron unit does (:class:`snn_jax.nn.NormNeuron`).
         """
         use_running_average = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
@@ -98,9 +104,6 @@ class TdBatchNorm(nn.Module):
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
 
-        factor, shift = tdbn_affine(
+        return tdbn_affine(
             mean, var, scale, bias, alpha=self.alpha, v_th=self.v_th, epsilon=self.epsilon
         )
-        if return_affine:
-            return factor, shift
-        return tdbn_apply(x, factor, shift).astype(self.dtype or x.dtype)

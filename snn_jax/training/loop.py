@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from snn_jax import data as data_lib
 from snn_jax import models
+from snn_jax.nn import NeuronSpec
 from snn_jax.training import checkpoint, optim, sharding, steps, writers
 from snn_jax.training.state import create_train_state
 
@@ -58,9 +59,14 @@ class StopRequested:
             signal.signal(signum, handler)
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-    """The model named by ``config.model.name`` with the config's other model fields."""
-    kwargs = dict(config.model)
+def build_model(config: ml_collections.ConfigDict, num_classes: int, batch_shards: int = 1):
+    """The model named by ``config.model.name`` with the config's other model fields.
+
+    The neuron's keys (``model.neuron``, ``model.tau``, ...) become one
+    :class:`snn_jax.nn.NeuronSpec` (:meth:`~snn_jax.nn.NeuronSpec.from_config`);
+    ``batch_shards`` is the number of devices the batch is split over.
+    """
+    kwargs = {k: v for k, v in config.model.items() if k not in NeuronSpec.config_keys()}
     name = kwargs.pop("name")
     try:
         return models.get_model(
@@ -68,6 +74,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
             num_classes=num_classes,
             time_steps=config.time_steps,
             dtype=jnp.dtype(config.dtype),
+            neuron=NeuronSpec.from_config(config.model),
+            batch_shards=batch_shards,
             **kwargs,
         )
     except TypeError as e:
@@ -238,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if config.checkpoint_every_steps > 0
         else pipeline.steps_per_epoch,
     )
-    model = build_model(config, pipeline.num_classes)
+    model = build_model(config, pipeline.num_classes, n_devices)
     tx = optim.make_optimizer(config.optimizer, total)
     state = create_train_state(
         jax.random.PRNGKey(config.seed),

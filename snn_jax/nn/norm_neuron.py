@@ -1,0 +1,154 @@
+"""Where a norm meets a neuron: ``neuron(sum_i norm_i(z_i) + spikes)``, one module.
+
+Every layer of the model zoo ends in this unit: the conv or dense outputs
+``z_i`` that feed one neuron layer (one, or two in a residual block: the
+block's last conv and its projection shortcut), each normalized, summed with
+an identity shortcut's spikes if there is one, then the neuron. It is the one
+place where the norm (tdBN, BN or none) and the neuron (:class:`NeuronSpec`)
+are chosen, and the one place a memory-saving kernel may look across the two:
+with ``compact=True`` the unit runs
+:func:`snn_jax.functional.lif_from_currents`, which keeps only the ``z_i``
+(and the spikes as bits) for the backward pass and recomputes the membranes
+there, with the same values and gradients as the plain path (tested). Either
+way the unit returns an array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from snn_jax.functional.compact import Currents, lif_from_currents
+from snn_jax.nn.neurons import LIF, NeuronSpec, rate_per_example
+from snn_jax.nn.norm import TdBatchNorm
+
+__all__ = ["NORMS", "NormNeuron", "compact_conflicts"]
+
+# "tdbn": TdBatchNorm with the unit's alpha and the neurons' V_th (METHOD.md section 4);
+# "bn": ordinary batch norm over the same axes (a TdBatchNorm with alpha * V_th = 1);
+# "none": no norm (the linear layers feeding the unit then carry a bias).
+NORMS: tuple[str, ...] = ("tdbn", "bn", "none")
+
+
+def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
+    """The settings with which a unit cannot run compact (an empty list: it can).
+
+    The compact kernel recomputes a hard-reset LIF with one constant leak and
+    threshold from normalized currents, with the STBP gradient.
+
+    >>> compact_conflicts(NeuronSpec(reset="subtract"), "none")
+    ["norm='none'", "reset='subtract'"]
+    """
+    conflicts = {
+        f"neuron kind {neuron.kind!r}": neuron.kind != "lif",
+        "norm='none'": norm == "none",
+        f"reset={neuron.reset!r}": neuron.reset != "zero",
+        "channel_threshold": neuron.channel_threshold,
+        f"gradient={neuron.gradient!r}": neuron.gradient != "stbp",
+        "learn_tau": neuron.learn_tau,
+    }
+    return [name for name, present in conflicts.items() if present]
+
+
+class NormNeuron(nn.Module):
+    """``neuron(sum_i norm_i(z_i) + spikes)`` on ``[T, B, ..., C]`` (module docstring).
+
+    Attributes:
+      neuron: the neurons' :class:`NeuronSpec` (``kind="relu"``: a ReLU).
+      norm: one of :data:`NORMS`.
+      alphas: tdBN's ``alpha`` for each input: 1 for one input, ``1/sqrt(n)``
+        for each of ``n`` summed branches.
+      norm_names: the norm layers' names, one per input.
+      compact: keep only the inputs (and spikes as bits) for the backward pass
+        (see :func:`compact_conflicts` for what it needs).
+      axis_name: the norms' ``axis_name`` (see :class:`TdBatchNorm`).
+
+    Layers: the norms (``norm_names``) and, unless compact, ``lif`` (a
+    :class:`LIF`). Firing rates are sown by the LIF, or by this unit when compact.
+
+    >>> import jax
+    >>> unit = NormNeuron(NeuronSpec(), alphas=(0.7, 0.7), norm_names=("norm", "shortcut_norm"))
+    >>> z = jax.random.normal(jax.random.key(0), (4, 2, 3))       # T=4, B=2, C=3
+    >>> out, _ = unit.init_with_output(jax.random.key(1), z, 2 * z)
+    >>> out.shape, sorted(_["params"])
+    ((4, 2, 3), ['norm', 'shortcut_norm'])
+    """
+
+    neuron: NeuronSpec = NeuronSpec()
+    norm: str = "tdbn"
+    alphas: Sequence[float] = (1.0,)
+    norm_names: Sequence[str] = ("norm",)
+    compact: bool = False
+    axis_name: str | None = None
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
+        if len(self.alphas) != len(self.norm_names):
+            raise ValueError(
+                f"NormNeuron needs one alpha per norm name, got {len(self.alphas)} alphas and "
+                f"{len(self.norm_names)} names"
+            )
+        conflicts = compact_conflicts(self.neuron, self.norm) if self.compact else []
+        if conflicts:
+            raise ValueError(
+                "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
+                f"constant leak and threshold and the STBP gradient; got {', '.join(conflicts)}. "
+                "Use memory='none' or 'remat'"
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self, *currents: jax.Array, spikes: jax.Array | None = None, train: bool = True
+    ) -> jax.Array:
+        """The neurons' output for ``currents`` (one per norm) and identity ``spikes``."""
+        if len(currents) != len(self.alphas):
+            raise ValueError(
+                f"NormNeuron was made for {len(self.alphas)} inputs, got {len(currents)}"
+            )
+        if self.compact:
+            return self._compact(currents, spikes, train)
+        x = None
+        for z, layer in zip(currents, self._norms(), strict=True):
+            y = z if layer is None else layer(z, use_running_average=not train)
+            x = y if x is None else x + y
+        if spikes is not None:
+            x = x + spikes
+        if self.neuron.kind == "relu":
+            return nn.relu(x)
+        return LIF(self.neuron, name="lif")(x.astype(jnp.float32))
+
+    def _norms(self) -> list[TdBatchNorm | None]:
+        if self.norm == "none":
+            return [None] * len(self.alphas)
+        return [
+            TdBatchNorm(
+                alpha=alpha if self.norm == "tdbn" else 1.0,
+                v_th=self.neuron.v_th if self.norm == "tdbn" else 1.0,
+                axis_name=self.axis_name,
+                dtype=jnp.float32,
+                name=name,
+            )
+            for alpha, name in zip(self.alphas, self.norm_names, strict=True)
+        ]
+
+    def _compact(self, currents, spikes, train) -> jax.Array:
+        terms = tuple(
+            (z, *layer.affine(z, use_running_average=not train))
+            for z, layer in zip(currents, self._norms(), strict=True)
+        )
+        spec = self.neuron
+        out = lif_from_currents(
+            Currents(terms, spikes),
+            tau=spec.tau,
+            v_th=spec.v_th,
+            surrogate=spec.spike_function,
+            detach_reset=spec.detach_reset,
+            unroll=spec.unroll,
+        )
+        self.sow("intermediates", "firing_rate", rate_per_example(out))
+        return out
