@@ -24,6 +24,7 @@ import flax.linen as nn
 
 from snn_jax.models.layers import (
     MEMORY_OPTIONS,
+    Block,
     ConvUnit,
     DenseUnit,
     LayerFactory,
@@ -46,6 +47,7 @@ __all__ = [
     "MEMORY_OPTIONS",
     "MODEL_NAMES",
     "BasicBlock",
+    "Block",
     "BottleneckBlock",
     "ConvUnit",
     "DenseUnit",

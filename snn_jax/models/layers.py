@@ -30,6 +30,7 @@ from snn_jax.nn.norm_neuron import compact_conflicts
 
 __all__ = [
     "MEMORY_OPTIONS",
+    "Block",
     "ConvUnit",
     "DenseUnit",
     "LayerFactory",
@@ -51,10 +52,9 @@ def conv_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) ->
     """Kaiming normal, fan_out (as torchvision's ResNets): suited to convs followed by a norm.
 
     The same values as ``nn.initializers.variance_scaling(2.0, "fan_out",
-    "normal")`` (with either ``jax.threefry_partitionable`` setting), drawn as
-    a flat vector and reshaped: with JAX 0.10's default (partitionable)
-    threefry, XLA:CPU took 10 to 15 s to compile a 4-D ``jax.random.normal``
-    (a 3x3x4x8 kernel), about 1 s for the flat one.
+    "normal")``, drawn as a flat vector and reshaped, because XLA:CPU compiles
+    a flat ``jax.random.normal`` far faster than a 4-D one with JAX's default
+    (partitionable) threefry.
     """
     fan_out = shape[-1] * math.prod(shape[:-2])
     std = jnp.sqrt(jnp.array(2.0 / fan_out, dtype))
@@ -209,7 +209,17 @@ class LayerFactory:
         )
 
 
-class ConvUnit(nn.Module):
+class Block(nn.Module):
+    """Marks a module as one block of a network: a unit of depth for the analyses.
+
+    :func:`snn_jax.inspect.is_block` accepts exactly the instances of this
+    class: the residual blocks and the conv/dense units of the zoo inherit it,
+    and so can a user's own block (``class MyBlock(Block): ...``). It adds no
+    field and no behaviour.
+    """
+
+
+class ConvUnit(Block):
     """``conv(k x k, stride) -> norm -> neuron`` on ``[T, B, H, W, C]``.
 
     Layers: ``conv`` and ``neuron`` (a :class:`~snn_jax.nn.NormNeuron`: ``norm``,
@@ -231,7 +241,7 @@ class ConvUnit(nn.Module):
         return lay.unit(name="neuron")(lay.fold(conv, x), train=train)
 
 
-class DenseUnit(nn.Module):
+class DenseUnit(Block):
     """``dense -> norm -> neuron`` on ``[T, B, F]``. Layers: ``dense``, ``neuron``."""
 
     layers: LayerFactory

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from snn_jax.models.layers import (
+    Block,
     ConvUnit,
     DenseUnit,
     LayerFactory,
@@ -111,7 +112,7 @@ def _residual_unit(lay: LayerFactory, y: Array, x: Array, features: int, strides
     return unit, (y, *currents), spikes
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(Block):
     """Spiking basic block on ``[T, B, H, W, C]`` (see the module docstring).
 
     Layers: ``conv1``, ``neuron1`` (``norm``, ``lif``), ``conv2``, ``shortcut_conv``
@@ -133,7 +134,7 @@ class BasicBlock(nn.Module):
         return unit(*currents, spikes=spikes, train=train)
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(Block):
     """Spiking bottleneck block: ``1x1 -> 3x3(s) -> 1x1 (4 * features)``, then add and LIF.
 
     Layers: ``conv1..3``, ``neuron1``, ``neuron2``, ``shortcut_conv`` (projection
