@@ -43,6 +43,7 @@ from snn_jax.training import (
     TrainState,
     build_model,
     create_train_state,
+    evaluate,
     make_mesh,
     make_optimizer,
     replicated,
@@ -215,8 +216,8 @@ def measure(model, variables, pipeline, energy_images, config) -> dict[str, Any]
     """Accuracy and spikes per image on the test split, SOPs/MACs/energy on ``energy_images``."""
     budget = int(config.compare.max_steps_times_batch)
     t0 = time.perf_counter()
-    result = conversion.evaluate_classifier(
-        model, variables, pipeline.eval_batches(), max_steps_times_batch=budget
+    result = evaluate(
+        model, variables, pipeline.eval_batches(), max_steps_times_batch=budget, predictions=True
     )
     e = energy(model, variables, energy_images, config.compare.pooled.to_dict(), budget)
     return {
@@ -306,7 +307,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
                 )
                 snn = build_model(cfg, pipeline.num_classes)
                 initial = conversion.hand_over(conv, snn, calibration)
-                start = conversion.evaluate_classifier(
+                start = evaluate(
                     snn,
                     initial,
                     pipeline.eval_batches(),

@@ -9,7 +9,7 @@
 - :mod:`~snn_jax.analysis.folding`: tdBN/BN folded into the preceding conv.
 
 All of them run a model as ``model.apply(variables, x, train=...)`` and find its
-layers with :func:`flax.linen.intercept_methods`; the model is not changed.
+layers with :func:`snn_jax.inspect.capture_calls`; the model is not changed.
 """
 
 from snn_jax.analysis.activity import firing_statistics, is_spiking, layer_activity, spike_trains

@@ -1,7 +1,8 @@
 """Spiking activity of a model: firing rates, silent and saturated neurons.
 
 The spike trains are read from the model's spiking layers (``snn_jax.nn.LIF``
-and ``IF``) during one forward pass, without changing the model. A *neuron* is
+and ``IF``) during one forward pass, through :func:`snn_jax.inspect.capture_calls`,
+without changing the model. A *neuron* is
 one element of a layer's output apart from time and batch (a position and
 channel of a conv feature map, a unit of a dense layer).
 """
@@ -15,17 +16,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snn_jax.analysis._capture import ModulePredicate, capture_calls
-from snn_jax.nn import LIF
+from snn_jax.inspect import Predicate, capture_calls, is_neuron
 
 __all__ = ["firing_statistics", "is_spiking", "layer_activity", "spike_trains"]
 
 Array = jax.Array
 
 
-def is_spiking(module: nn.Module) -> bool:
-    """True for the spiking layers of ``snn_jax.nn`` (``LIF``, and ``IF`` which is a LIF)."""
-    return isinstance(module, LIF)
+# The spiking layers of snn_jax.nn (LIF, and IF which is a LIF): snn_jax.inspect.is_neuron.
+is_spiking = is_neuron
 
 
 def spike_trains(
@@ -34,7 +33,7 @@ def spike_trains(
     x: Array,
     *,
     train: bool = False,
-    predicate: ModulePredicate = is_spiking,
+    predicate: Predicate = is_neuron,
 ) -> dict[str, Array]:
     """The output spikes of every spiking layer, ``{layer path: [T, B, ...]}``.
 
@@ -101,7 +100,7 @@ def layer_activity(
     x: Array,
     *,
     train: bool = False,
-    predicate: ModulePredicate = is_spiking,
+    predicate: Predicate = is_neuron,
 ) -> dict[str, dict[str, Array]]:
     """:func:`firing_statistics` of every spiking layer, ``{layer path: stats}``.
 

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snn_jax.analysis._capture import capture_calls, subtree
+from snn_jax.inspect import capture_calls, is_linear, subtree
 from snn_jax.nn import MeanDecoder
 
 __all__ = ["EnergyModel", "count_operations", "energy_estimate", "fan_out_map"]
@@ -100,7 +100,7 @@ def fan_out_map(layer: nn.Module, kernel_shape: tuple[int, ...], input_shape: tu
 
 
 def _is_counted(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv | nn.Dense | MeanDecoder)
+    return is_linear(module) or isinstance(module, MeanDecoder)
 
 
 def _is_binary(x: np.ndarray) -> bool:

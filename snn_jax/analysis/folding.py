@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snn_jax.analysis._capture import Call, capture_calls, path_name, subtree
+from snn_jax.inspect import Call, capture_calls, is_linear, is_norm, path_name, subtree
 from snn_jax.nn import TdBatchNorm
 
 __all__ = ["fold_affine", "fold_norms", "norm_pairs"]
@@ -77,7 +77,7 @@ def fold_affine(
 
 
 def _is_linear_or_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv | nn.Dense | TdBatchNorm | nn.BatchNorm)
+    return is_linear(module) or is_norm(module)
 
 
 def _gain(norm: nn.Module) -> float:
@@ -106,13 +106,13 @@ def norm_pairs(model: nn.Module, variables: Mapping[str, Any], x: Array) -> list
     calls, _ = capture_calls(model, variables, x, _is_linear_or_norm, train=False, compiled=True)
     pairs = []
     for i, call in enumerate(calls):
-        if not isinstance(call.module, TdBatchNorm | nn.BatchNorm):
+        if not is_norm(call.module):
             continue
         producer = next(
             (
                 c
                 for c in reversed(calls[:i])
-                if isinstance(c.module, nn.Conv | nn.Dense) and _same_values(c.output, call.args[0])
+                if is_linear(c.module) and _same_values(c.output, call.args[0])
             ),
             None,
         )

@@ -32,11 +32,12 @@ dependence on the input included) and surrogate gradients through the spikes.
 ``J`` is the Jacobian of the whole block output ``[T, B, ...]`` with respect
 to the whole input, so ``N_out`` counts time, batch and features.
 
-The default predicate, :func:`default_is_block`, takes the residual blocks
-and the conv -> norm -> neuron units of the plain CNN of ``snn_jax.models``
-(any class whose name ends in ``Block`` or ``Unit``); pass
-:func:`blocks_of_type` or any ``module -> bool`` for other models. Nested
-matches count once (the outermost).
+The default predicate, :func:`snn_jax.inspect.is_block`, takes the blocks
+marked as such (subclasses of :class:`snn_jax.models.Block`: the residual
+blocks and the conv/dense -> norm -> neuron units of ``snn_jax.models``);
+pass :func:`blocks_of_type` or any ``module -> bool`` for other models. Nested
+matches count once (the outermost). The model is run through
+:func:`snn_jax.inspect.capture_calls`.
 
 Everything here is a pure function of arrays (the model, predicate and probe
 count are static): wrap it as ``jax.jit(functools.partial(block_isometry,
@@ -55,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from snn_jax.analysis._capture import ModulePredicate, capture_calls, path_name
+from snn_jax.inspect import Predicate, blocks_of_type, capture_calls, is_block, path_name
 
 __all__ = [
     "block_isometry",
@@ -71,26 +72,8 @@ __all__ = [
 Array = jax.Array
 
 
-def default_is_block(module: nn.Module) -> bool:
-    """True for a residual block or a plain conv -> norm -> neuron unit.
-
-    That is, a module whose class name ends in ``Block`` or ``Unit`` (the
-    naming of ``snn_jax.models``).
-    """
-    name = type(module).__name__
-    return name.endswith("Block") or name.endswith("Unit")
-
-
-def blocks_of_type(*types: type) -> ModulePredicate:
-    """A predicate accepting instances of ``types`` (e.g. ``blocks_of_type(MyBlock)``).
-
-    >>> import flax.linen as nn
-    >>> blocks_of_type(nn.Dense)(nn.Dense(3)), blocks_of_type(nn.Dense)(nn.Conv(3, (3,)))
-    (True, False)
-    """
-    if not types:
-        raise ValueError("blocks_of_type needs at least one module class")
-    return lambda module: isinstance(module, types)
+# The blocks measured by default: subclasses of snn_jax.models.Block.
+default_is_block = is_block
 
 
 def probe_phi(
@@ -139,7 +122,7 @@ def block_names(
     variables: Mapping[str, Any],
     x: Array,
     *,
-    is_block: ModulePredicate = default_is_block,
+    is_block: Predicate = is_block,
     train: bool = True,
 ) -> list[str]:
     """The blocks :func:`block_isometry` measures, in call (depth) order.
@@ -163,7 +146,7 @@ def block_isometry(
     x: Array,
     rng: Array,
     *,
-    is_block: ModulePredicate = default_is_block,
+    is_block: Predicate = is_block,
     num_probes: int = 8,
     train: bool = True,
 ) -> dict[str, dict[str, Array]]:
@@ -217,10 +200,13 @@ def block_isometry(
             "predicate that accepts the blocks, e.g. blocks_of_type(MyBlock)"
         )
 
+    index = {name: j for j, (name, _) in enumerate(found)}
+
     def tapped(taps):
         # Block j runs on stop_gradient(its input) + taps[j]: d(outputs)/d(taps[j]) is J_j alone.
-        def replace(j, x_in):
-            return jax.lax.stop_gradient(x_in) + taps[j].astype(x_in.dtype)
+        def replace(call):
+            x_in = call.args[0]
+            return jax.lax.stop_gradient(x_in) + taps[index[call.name]].astype(x_in.dtype)
 
         calls, _ = capture_calls(model, variables, x, is_block, train=train, replace_input=replace)
         return [c.output for c in calls], [c.args[0] for c in calls]

@@ -59,8 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from snn_jax.analysis import fold_norms
-from snn_jax.conversion._passes import make_pass
 from snn_jax.conversion.balance import activation_scale
+from snn_jax.inspect import Call, capture_calls, is_linear, is_neuron
 
 __all__ = ["Conversion", "convert", "rate_limit_logits", "snn_twin"]
 
@@ -125,15 +125,44 @@ def _per_channel(x: np.ndarray, what: str) -> np.ndarray:
     return x[0]
 
 
+def _neuron_or_linear(module: nn.Module) -> bool:
+    return is_neuron(module) or is_linear(module)
+
+
+def _eval_pass(
+    model: nn.Module, variables: Mapping[str, Any], x: Any, predicate, replace=None
+) -> tuple[list[Call], Any]:
+    """``capture_calls`` in evaluation mode, jitted; each layer must be called once."""
+    calls, out = capture_calls(
+        model,
+        variables,
+        x,
+        predicate,
+        train=False,
+        outermost=False,
+        compiled=True,
+        replace_output=replace,
+    )
+    repeated = [c.name for c in calls if "#" in c.name]
+    if repeated:
+        raise ValueError(f"layers {repeated} are called twice; conversion needs one call each")
+    return calls, out
+
+
+def _relu(call: Call) -> Array:
+    return jax.nn.relu(call.args[0])
+
+
 def _lambda_map(scales):
-    def neuron_fn(name, z):
-        return jnp.broadcast_to(jnp.asarray(scales[name], z.dtype), z.shape)
+    """Each neuron's output replaced by its ``lambda`` map, each linear output by 0."""
 
-    return neuron_fn
+    def replace(call):
+        if is_neuron(call.module):
+            z = call.args[0]
+            return jnp.broadcast_to(jnp.asarray(scales[call.name], z.dtype), z.shape)
+        return jnp.zeros_like(call.output)
 
-
-def _zero_linear(name, x, y):
-    return jnp.zeros_like(y)
+    return replace
 
 
 def convert(
@@ -200,14 +229,12 @@ def convert(
     structure = _spiking(folded)  # LIF layers (no parameters) to intercept
 
     # 2. balance: lambda per neuron layer from the ANN's activations
-    ann_pass = make_pass(structure, neuron_fn=lambda name, z: jax.nn.relu(z))
     acts: dict[str, list[np.ndarray]] = {}
     for x in _batches(calibration, batch_size):
-        _, inputs, _ = ann_pass.run(folded_vars, x)
-        for kind, name in ann_pass.order:
-            if kind == "neuron":
-                z = np.asarray(inputs[name])
-                acts.setdefault(name, []).append(np.maximum(z, 0).reshape(-1, z.shape[-1]))
+        calls, _ = _eval_pass(structure, folded_vars, x, is_neuron, _relu)
+        for call in calls:
+            z = np.asarray(call.args[0])
+            acts.setdefault(call.name, []).append(np.maximum(z, 0).reshape(-1, z.shape[-1]))
     if not acts:
         raise ValueError(f"{type(ann).__name__} has no neuron layers to convert")
     scales = {
@@ -216,9 +243,11 @@ def convert(
     }
 
     # 3. amplitudes: what one input spike of each linear layer stands for, and identity inputs
-    amp_pass = make_pass(structure, neuron_fn=_lambda_map(scales), linear_fn=_zero_linear)
-    _, amp_inputs, _ = amp_pass.run(folded_vars, np.ones_like(example[:1]))
-    order = list(amp_pass.order)
+    calls, _ = _eval_pass(
+        structure, folded_vars, np.ones_like(example[:1]), _neuron_or_linear, _lambda_map(scales)
+    )
+    order = [("neuron" if is_neuron(c.module) else "linear", c.name) for c in calls]
+    amp_inputs = {c.name: c.args[0] for c in calls}
     gains, thresholds = {}, {}
     for kind, name in order:
         if kind != "neuron":
@@ -305,14 +334,17 @@ def rate_limit_logits(conversion: Conversion, images: np.ndarray) -> tuple[np.nd
     """
     thresholds, scales = conversion.thresholds, conversion.scales
 
-    def rate(name, current):
-        return jnp.clip(current / jnp.asarray(thresholds[name], current.dtype), 0.0, 1.0)
+    def rate(call):
+        current = call.args[0]
+        return jnp.clip(current / jnp.asarray(thresholds[call.name], current.dtype), 0.0, 1.0)
 
-    def clipped(name, z):
-        return jnp.clip(z, 0.0, jnp.asarray(scales[name], z.dtype))
+    def clipped(call):
+        z = call.args[0]
+        return jnp.clip(z, 0.0, jnp.asarray(scales[call.name], z.dtype))
 
-    snn = make_pass(conversion.model.clone(time_steps=1), neuron_fn=rate)
-    ann = make_pass(_spiking(conversion.ann), neuron_fn=clipped)
-    snn_logits = np.asarray(snn.run(conversion.variables, images)[0])
-    ann_logits = np.asarray(ann.run(conversion.ann_variables, images)[0])
-    return snn_logits, ann_logits
+    snn_model = conversion.model.clone(time_steps=1)
+    _, snn = _eval_pass(snn_model, conversion.variables, images, is_neuron, rate)
+    _, ann = _eval_pass(
+        _spiking(conversion.ann), conversion.ann_variables, images, is_neuron, clipped
+    )
+    return np.asarray(snn), np.asarray(ann)

@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from snn_jax.analysis import norm_pairs
-from snn_jax.conversion._passes import make_pass
 from snn_jax.conversion.convert import Conversion
+from snn_jax.inspect import capture_calls, is_linear
 
 __all__ = ["hand_over", "layer_statistics"]
 
@@ -68,13 +68,20 @@ def layer_statistics(
     Returns:
       ``{layer path: (mean [C], var [C])}`` (float64).
     """
-    run = make_pass(model)
     sums: dict[str, list[Any]] = {}
     for start in range(0, len(images), batch_size):
-        _, _, outputs = run.run(variables, images[start : start + batch_size])
-        for name, y in outputs.items():
-            y = np.asarray(y, np.float64).reshape(-1, y.shape[-1])
-            s = sums.setdefault(name, [0.0, 0.0, 0])
+        calls, _ = capture_calls(
+            model,
+            variables,
+            images[start : start + batch_size],
+            is_linear,
+            train=False,
+            outermost=False,
+            compiled=True,
+        )
+        for call in calls:
+            y = np.asarray(call.output, np.float64).reshape(-1, call.output.shape[-1])
+            s = sums.setdefault(call.name, [0.0, 0.0, 0])
             s[0] = s[0] + y.sum(0)
             s[1] = s[1] + (y * y).sum(0)
             s[2] += y.shape[0]

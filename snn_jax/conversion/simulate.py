@@ -1,11 +1,9 @@
 """Evaluating a zoo model on a test split: accuracy, predictions and spikes per image.
 
 Works for every model of the comparison (ANN, converted SNN, STBP-trained
-SNN): the model runs in evaluation mode (``train=False``), the spikes of every
-spiking layer (:func:`snn_jax.analysis.is_spiking`, found by
-``snn_jax.analysis``'s call capture) are counted per example, all steps
-and neurons together. Long simulations are split into chunks of at most
-``max_steps_times_batch`` example-steps so that ``T * B`` stays bounded.
+SNN) through the one evaluation function, :func:`snn_jax.training.evaluate`:
+the model runs in evaluation mode (``train=False``) and the spikes of every
+spiking layer are counted per example, all steps and neurons together.
 """
 
 from __future__ import annotations
@@ -15,17 +13,19 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from snn_jax.analysis import is_spiking
-from snn_jax.analysis._capture import capture_calls
+from snn_jax.training.evaluation import evaluate
+from snn_jax.training.evaluation import forward_with_spikes as _forward
 
 __all__ = ["evaluate_classifier", "forward_with_spikes"]
 
 
 def forward_with_spikes(model: nn.Module, variables: Mapping[str, Any], x: jax.Array):
     """``(logits [B, K], spikes [B])``: evaluation-mode logits and each example's spike count.
+
+    See :func:`snn_jax.training.evaluation.forward_with_spikes`, which also
+    returns the sown firing rates.
 
     >>> import jax.numpy as jnp
     >>> from snn_jax.models import get_model
@@ -36,11 +36,7 @@ def forward_with_spikes(model: nn.Module, variables: Mapping[str, Any], x: jax.A
     >>> logits.shape, spikes.shape
     ((5, 10), (5,))
     """
-    calls, logits = capture_calls(model, variables, x, is_spiking, train=False, outermost=False)
-    spikes = jnp.zeros(logits.shape[0], jnp.float32)
-    for call in calls:  # each [T, B, ...]
-        s = call.output.astype(jnp.float32)
-        spikes = spikes + jnp.sum(s.reshape(s.shape[0], s.shape[1], -1), axis=(0, 2))
+    logits, spikes, _ = _forward(model, variables, x)
     return logits, spikes
 
 
@@ -52,6 +48,9 @@ def evaluate_classifier(
     max_steps_times_batch: int = 32768,
 ) -> dict[str, Any]:
     """Accuracy, predictions and mean spikes per image over ``batches``.
+
+    :func:`snn_jax.training.evaluate` with ``predictions=True``, keeping its
+    ``accuracy``, ``spikes_per_image``, ``count`` and ``predictions``.
 
     Args:
       model: a zoo model (its ``time_steps`` sets ``T``).
@@ -65,31 +64,11 @@ def evaluate_classifier(
       ``accuracy``, ``spikes_per_image``, ``count`` (real examples) and
       ``predictions`` (int ``[count]``, in order).
     """
-    steps = getattr(model, "time_steps", None) or 1
-    chunk = max(1, max_steps_times_batch // steps)
-    run = jax.jit(lambda v, x: forward_with_spikes(model, v, x))
-    predictions, labels, spikes = [], [], []
-    for batch in batches:
-        images = np.asarray(batch["image"], np.float32)
-        mask = np.asarray(batch.get("mask", np.ones(len(images), bool)), bool)
-        size = min(chunk, len(images))
-        for start in range(0, len(images), size):
-            part = images[start : start + size]
-            n = len(part)
-            if n < size:  # pad to the chunk size: one compilation
-                part = np.concatenate([part, np.zeros((size - n, *part.shape[1:]), part.dtype)])
-            logits, counts = jax.device_get(run(variables, part))
-            keep = mask[start : start + n]
-            predictions.append(np.argmax(logits[:n], -1)[keep])
-            spikes.append(np.asarray(counts[:n], np.float64)[keep])
-        labels.append(np.asarray(batch["label"])[mask])
-    predictions = np.concatenate(predictions) if predictions else np.zeros(0, int)
-    labels = np.concatenate(labels) if labels else np.zeros(0, int)
-    spikes = np.concatenate(spikes) if spikes else np.zeros(0)
-    count = len(labels)
-    return {
-        "accuracy": float(np.mean(predictions == labels)) if count else float("nan"),
-        "spikes_per_image": float(spikes.mean()) if count else float("nan"),
-        "count": count,
-        "predictions": predictions,
-    }
+    result = evaluate(
+        model,
+        variables,
+        batches,
+        max_steps_times_batch=max_steps_times_batch,
+        predictions=True,
+    )
+    return {k: result[k] for k in ("accuracy", "spikes_per_image", "count", "predictions")}

@@ -1,7 +1,8 @@
 """Training engine: train state, jitted data-parallel steps, checkpoints, the loop."""
 
 from snn_jax.training.checkpoint import Checkpointer
-from snn_jax.training.loop import build_model, evaluate, train_and_evaluate
+from snn_jax.training.evaluation import evaluate, evaluate_batch
+from snn_jax.training.loop import build_model, train_and_evaluate
 from snn_jax.training.optim import make_optimizer, make_schedule
 from snn_jax.training.sharding import make_mesh, put_batch, replicated
 from snn_jax.training.state import TrainState, create_train_state
@@ -15,6 +16,7 @@ __all__ = [
     "cross_entropy",
     "eval_step",
     "evaluate",
+    "evaluate_batch",
     "make_mesh",
     "make_optimizer",
     "make_schedule",
