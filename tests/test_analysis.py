@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from snn_jax import analysis, models
 from snn_jax import nn as snn
-from snn_jax.analysis._capture import capture_calls
+from snn_jax.inspect import capture_calls
 
 T, B = 3, 4  # T != B
 
@@ -97,7 +98,7 @@ def test_phi_of_known_linear_maps_against_closed_form():
     np.testing.assert_allclose(out[names[1]]["moment_ratio"], c**2, rtol=1e-5)
 
 
-class SpikingUnit(nn.Module):
+class SpikingUnit(models.Block):
     features: int
     norm: str = "tdbn"
 
@@ -495,6 +496,23 @@ def test_default_blocks_of_the_zoo():
         assert analysis.block_names(model, variables, x) == expected[name]
 
 
+def test_zoo_spiking_layers_are_named_by_their_sown_rates():
+    """A zoo model's spiking layers are its units' ``neuron/lif``; each one's rate is the mean
+    of the firing rates it sows at ``<unit>/neuron/lif/firing_rate``."""
+    model, variables, x = _zoo("digits_cnn")
+    activity = analysis.layer_activity(model, variables, x)
+    assert list(activity) == ["conv1/neuron/lif", "conv2/neuron/lif", "fc/neuron/lif"]
+    _, state = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"]))(
+        variables, x
+    )
+    sown = {"/".join(k): v for k, v in traverse_util.flatten_dict(state["intermediates"]).items()}
+    assert set(sown) == {f"{name}/firing_rate" for name in activity}
+    for name, stats in activity.items():
+        np.testing.assert_allclose(
+            stats["rate"], jnp.mean(sown[f"{name}/firing_rate"][0]), rtol=1e-6
+        )
+
+
 def _eval_spikes_and_logits(model, variables, x):
     calls, logits = capture_calls(
         model, variables, x, analysis.is_spiking, train=False, compiled=True
@@ -536,14 +554,14 @@ def test_operation_kinds_on_digits_cnn():
     pooled = analysis.count_operations(model, variables, x, train=True, pooled={"fc/dense": 4})
     assert pooled["fc/dense"]["kind"] == "ac"
     conv2_spikes = np.asarray(
-        analysis.spike_trains(model, variables, x, train=True)["conv2/lif"]
+        analysis.spike_trains(model, variables, x, train=True)["conv2/neuron/lif"]
     ).sum()
     assert conv2_spikes > 0
     assert pooled["fc/dense"]["ops"] == pytest.approx(conv2_spikes * 8 / B)
     with pytest.raises(ValueError, match="whole number"):
         analysis.count_operations(model, variables, x, train=True, pooled={"fc/dense": 3})
     with pytest.raises(ValueError, match="not conv/dense"):
-        analysis.count_operations(model, variables, x, train=True, pooled={"fc/lif": 4})
+        analysis.count_operations(model, variables, x, train=True, pooled={"fc/neuron/lif": 4})
 
 
 @pytest.mark.parametrize("memory", ["remat", "compact"])
@@ -576,7 +594,7 @@ def test_analyses_of_a_model_with_a_memory_option(memory):
 def test_an_ann_does_macs_even_on_binary_input():
     """``spiking=False``: binarized images or a silent layer still cost every MAC."""
     model, _, x = _zoo("digits_cnn")
-    ann = model.clone(neuron="relu", norm="bn")
+    ann = model.clone(neuron=snn.NeuronSpec(kind="relu"), norm="bn")
     binary = (x > 0.5).astype(jnp.float32)
     ann_variables = jax.jit(lambda x: ann.init(jax.random.key(1), x, train=False))(binary)
     as_snn = analysis.count_operations(ann, ann_variables, binary)

@@ -18,6 +18,7 @@ from experiments.configs import paper
 from snn_jax import data as data_lib
 from snn_jax import training
 from snn_jax.data.events import EVENT_DATASETS
+from snn_jax.nn import NeuronSpec
 from snn_jax.training import sharding
 from tests.data.fakes import fake_prepared, install_fake_tonic, lay_out_tonic_files
 
@@ -85,6 +86,12 @@ def test_config_passes_the_engines_checks(module, arg):
     training.make_optimizer(c.optimizer, total)
 
     model = training.build_model(c, num_classes(c))
+    # the config's flat neuron keys are the model's one NeuronSpec (model.neuron is its kind)
+    assert model.neuron == NeuronSpec.from_config(c.model)
+    assert model.neuron.kind == c.model.neuron
+    for key in NeuronSpec.config_keys() - {"neuron"}:
+        if key in c.model:
+            assert getattr(model.neuron, key) == c.model[key], key
     x = example_input(c)
     variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
     logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)

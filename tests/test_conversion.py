@@ -141,7 +141,7 @@ def test_aggregate_gradient_equals_formula():
 
 def test_lif_module_options():
     x = jax.random.uniform(jax.random.key(5), (T, B, 6, 6, C), minval=-0.5, maxval=2.0)
-    layer = snn.LIF(tau=1.0, v_th=0.7, reset="subtract", channel_threshold=True)
+    layer = snn.LIF(snn.NeuronSpec(tau=1.0, v_th=0.7, reset="subtract", channel_threshold=True))
     variables = layer.init(jax.random.key(0), x)
     chex.assert_trees_all_equal(variables["params"]["v_th"], jnp.full((C,), 0.7))
     theta = jnp.array([0.3, 0.7, 1.0, 1.5])
@@ -149,16 +149,16 @@ def test_lif_module_options():
     ref, _ = np_lif(x, 1.0, np.asarray(theta), "subtract")
     np.testing.assert_array_equal(out, ref)
     # the aggregate gradient reaches the input and stops at the threshold
-    agg = layer.clone(gradient="aggregate")
+    agg = snn.LIF(layer.spec.replace(gradient="aggregate"))
     grads = jax.jit(jax.grad(lambda p, x: jnp.sum(agg.apply({"params": p}, x)), argnums=(0, 1)))(
         {"v_th": theta}, x
     )
     assert float(jnp.abs(grads[0]["v_th"]).sum()) == 0.0
     assert float(jnp.abs(grads[1]).sum()) > 0.0
     with pytest.raises(ValueError, match="unknown reset"):
-        snn.LIF(reset="soft").init(jax.random.key(0), x)
+        snn.LIF(snn.NeuronSpec(reset="soft")).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="unknown gradient"):
-        snn.LIF(gradient="lee").init(jax.random.key(0), x)
+        snn.LIF(snn.NeuronSpec(gradient="lee")).init(jax.random.key(0), x)
 
 
 def test_zoo_models_take_the_neuron_options():
@@ -168,21 +168,22 @@ def test_zoo_models_take_the_neuron_options():
             jax.random.key(0), x
         )
     )
-    assert "v_th" not in default["params"]["conv1"].get("lif", {})
-    model = models.get_model(
-        "digits_cnn",
-        width=4,
-        hidden_features=8,
-        reset="subtract",
-        channel_threshold=True,
-        gradient="aggregate",
-    )
+    assert "v_th" not in default["params"]["conv1"]["neuron"].get("lif", {})
+    neuron = snn.NeuronSpec(reset="subtract", channel_threshold=True, gradient="aggregate")
+    model = models.get_model("digits_cnn", width=4, hidden_features=8, neuron=neuron)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]
-    assert [shapes[k]["lif"]["v_th"].shape for k in ("conv1", "conv2", "fc")] == [(4,), (8,), (8,)]
-    with pytest.raises(ValueError, match="unknown reset"):
-        models.get_model("digits_cnn", reset="soft")
-    with pytest.raises(ValueError, match="unknown gradient"):
-        models.get_model("digits_cnn", gradient="lee")
+    assert [shapes[k]["neuron"]["lif"]["v_th"].shape for k in ("conv1", "conv2", "fc")] == [
+        (4,),
+        (8,),
+        (8,),
+    ]
+    # the config's flat keys reach the same spec; a bad one names the config
+    config = {"name": "digits_cnn", "reset": "subtract", "channel_threshold": True}
+    assert snn.NeuronSpec.from_config({**config, "gradient": "aggregate"}) == neuron
+    with pytest.raises(ValueError, match=r"config\.model: unknown reset"):
+        snn.NeuronSpec.from_config({**config, "reset": "soft"})
+    with pytest.raises(ValueError, match=r"config\.model: unknown gradient"):
+        snn.NeuronSpec.from_config({**config, "gradient": "lee"})
 
 
 @pytest.mark.parametrize("partitionable", [True, False])
@@ -236,7 +237,12 @@ def trained_ann():
     """A small DigitsCNN ANN twin (ReLU + BN, T = 1) trained for 4 epochs on the digits."""
     split = digits()
     model = models.get_model(
-        "digits_cnn", width=8, hidden_features=32, neuron="relu", norm="bn", time_steps=1
+        "digits_cnn",
+        width=8,
+        hidden_features=32,
+        neuron=snn.NeuronSpec(kind="relu"),
+        norm="bn",
+        time_steps=1,
     )
     state = create_train_state(
         jax.random.PRNGKey(0),
@@ -288,23 +294,27 @@ def test_weights_follow_the_normalisation(channelwise):
     c = {k: 1.0 / v for k, v in lam.items()}  # V = 1 and no identity shortcut
     # conv1: fed by the image (amplitude 1)
     k1 = np.asarray(w["conv1", "conv", "kernel"], np.float64)
-    ref = k1 * c["conv1/lif"]
+    ref = k1 * c["conv1/neuron/lif"]
     # conv2: each input channel i carries lambda_conv1[i]
     k2 = np.asarray(w["conv2", "conv", "kernel"], np.float64)
     ref2 = np.empty_like(k2)
     for i in range(k2.shape[2]):
         for o in range(k2.shape[3]):
-            ref2[:, :, i, o] = k2[:, :, i, o] * lam["conv1/lif"][i] * c["conv2/lif"][o]
+            ref2[:, :, i, o] = (
+                k2[:, :, i, o] * lam["conv1/neuron/lif"][i] * c["conv2/neuron/lif"][o]
+            )
     # fc: input feature (h, w, ch) of the pooled conv2 map carries lambda_conv2[ch]
     kf = np.asarray(w["fc", "dense", "kernel"], np.float64)
-    channels = lam["conv2/lif"].shape[0]
+    channels = lam["conv2/neuron/lif"].shape[0]
     ref_f = np.empty_like(kf)
     for row in range(kf.shape[0]):
         for o in range(kf.shape[1]):
-            ref_f[row, o] = kf[row, o] * lam["conv2/lif"][row % channels] * c["fc/lif"][o]
+            ref_f[row, o] = (
+                kf[row, o] * lam["conv2/neuron/lif"][row % channels] * c["fc/neuron/lif"][o]
+            )
     # the readout: spikes of fc carry lambda_fc; the logits keep their scale
     kr = np.asarray(w["decoder", "readout", "kernel"], np.float64)
-    ref_r = kr * lam["fc/lif"][:, None]
+    ref_r = kr * lam["fc/neuron/lif"][:, None]
     for key, expected in [
         (("conv1", "conv", "kernel"), ref),
         (("conv2", "conv", "kernel"), ref2),
@@ -313,13 +323,20 @@ def test_weights_follow_the_normalisation(channelwise):
     ]:
         np.testing.assert_allclose(new[key], expected, rtol=1e-5, atol=1e-7)
     for unit, layer in [("conv1", "conv"), ("conv2", "conv"), ("fc", "dense")]:
-        bias = np.asarray(w[unit, layer, "bias"], np.float64) * c[f"{unit}/lif"]
+        bias = np.asarray(w[unit, layer, "bias"], np.float64) * c[f"{unit}/neuron/lif"]
         np.testing.assert_allclose(new[unit, layer, "bias"], bias, rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(new[unit, "lif", "v_th"], 1.0, rtol=1e-6)
+        np.testing.assert_allclose(new[unit, "neuron", "lif", "v_th"], 1.0, rtol=1e-6)
     np.testing.assert_array_equal(
         new["decoder", "readout", "bias"], w["decoder", "readout", "bias"]
     )
-    assert (conv.model.reset, conv.model.tau, conv.model.norm) == ("subtract", 1.0, "none")
+    neuron = conv.model.neuron
+    assert (neuron.kind, neuron.reset, neuron.tau, conv.model.norm) == (
+        "lif",
+        "subtract",
+        1.0,
+        "none",
+    )
+    assert neuron.channel_threshold
 
 
 def test_converted_snn_matches_the_ann_as_time_steps_grow():
@@ -343,7 +360,7 @@ def test_converted_snn_matches_the_ann_as_time_steps_grow():
 
 def test_convert_rejects_a_spiking_model():
     model = models.get_model("digits_cnn", width=2, hidden_features=4)
-    with pytest.raises(ValueError, match="neuron='relu'"):
+    with pytest.raises(ValueError, match=r"neuron kind 'lif'.*NeuronSpec\(kind='relu'\)"):
         conversion.convert(model, {}, np.zeros((4, 8, 8, 1), np.float32))
 
 
@@ -357,7 +374,7 @@ def test_residual_network_and_average_pool_convert():
         width=4,
         stage_sizes=(1, 1),
         hidden_features=8,
-        neuron="relu",
+        neuron=snn.NeuronSpec(kind="relu"),
         norm="bn",
         time_steps=1,
     )
@@ -367,12 +384,17 @@ def test_residual_network_and_average_pool_convert():
     variables = {"params": variables["params"], "batch_stats": stats(variables, x)["batch_stats"]}
     conv = conversion.convert(model, variables, x, percentile=100.0, time_steps=4, check=False)
     lam = conv.scales
-    identity = "stage1_block1/lif2"  # stage 1 keeps the shape: identity shortcut
-    np.testing.assert_allclose(conv.gains[identity], 1 / lam["stem/lif"], rtol=1e-6)
+    identity = "stage1_block1/neuron2/lif"  # stage 1 keeps the shape: identity shortcut
+    np.testing.assert_allclose(conv.gains[identity], 1 / lam["stem/neuron/lif"], rtol=1e-6)
     np.testing.assert_allclose(
-        conv.thresholds[identity], lam[identity] / lam["stem/lif"], rtol=1e-5
+        conv.thresholds[identity], lam[identity] / lam["stem/neuron/lif"], rtol=1e-5
     )
-    for name in ("stem/lif", "stage1_block1/lif1", "stage2_block1/lif2", "fc/lif"):
+    for name in (
+        "stem/neuron/lif",
+        "stage1_block1/neuron1/lif",
+        "stage2_block1/neuron2/lif",
+        "fc/neuron/lif",
+    ):
         np.testing.assert_allclose(conv.thresholds[name], 1.0, rtol=1e-6)  # no identity input
     rate, clipped = conversion.rate_limit_logits(conv, x)
     np.testing.assert_allclose(rate, clipped, rtol=1e-4, atol=1e-5)  # convert's own check
@@ -403,7 +425,7 @@ def np_conv3x3(images, kernel, bias):
 
 def test_hand_over_without_norm_is_the_conversion():
     conv = converted()
-    snn = conv.model.clone(time_steps=2, surrogate="atan")
+    snn = conv.model.clone(time_steps=2, neuron=conv.model.neuron.replace(surrogate="atan"))
     variables = conversion.hand_over(conv, snn, digits().train_images[:64])
     chex.assert_trees_all_equal(variables, conv.variables)
 
@@ -427,15 +449,15 @@ def test_hand_over_into_tdbn_computes_the_conversion():
         np.asarray(params["kernel"], np.float64),
         np.asarray(params["bias"], np.float64),
     ).reshape(-1, params["bias"].shape[0])
-    stats = variables["batch_stats"]["conv1"]["norm"]
+    stats = variables["batch_stats"]["conv1"]["neuron"]["norm"]
     np.testing.assert_allclose(stats["mean"], y.mean(0) - params["bias"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats["var"], y.var(0), rtol=1e-4, atol=1e-6)
     # every norm layer maps x to x + b' (the converted bias): lambda, beta and the statistics
     folded_bias = {"conv1": ("conv", 1.0), "conv2": ("conv", 1.0), "fc": ("dense", 1.0)}
     x = np.random.default_rng(0).normal(size=(7, 1))
     for unit, (layer, alpha) in folded_bias.items():
-        p = variables["params"][unit]["norm"]
-        s = variables["batch_stats"][unit]["norm"]
+        p = variables["params"][unit]["neuron"]["norm"]
+        s = variables["batch_stats"][unit]["neuron"]["norm"]
         b = np.asarray(conv.variables["params"][unit][layer]["bias"], np.float64)
         y = p["scale"] * alpha * 0.5 * (x - s["mean"]) / np.sqrt(s["var"] + 1e-5) + p["bias"]
         np.testing.assert_allclose(y, x + b, rtol=1e-4, atol=1e-4)
@@ -452,8 +474,9 @@ def test_hand_over_into_tdbn_computes_the_conversion():
 def test_hand_over_needs_a_matching_snn():
     conv = converted()
     x = digits().train_images[:8]
+    neuron = conv.model.neuron.replace(channel_threshold=False)
     with pytest.raises(ValueError, match="channel_threshold=True"):
-        conversion.hand_over(conv, conv.model.clone(channel_threshold=False), x)
+        conversion.hand_over(conv, conv.model.clone(neuron=neuron), x)
     with pytest.raises(ValueError, match="converted network's layers"):
         conversion.hand_over(conv, conv.model.clone(width=4), x)
 
@@ -496,7 +519,10 @@ def test_evaluation_counts_spikes_and_skips_padding():
     for i in range(10):
         rates = apply_one(variables, x[i : i + 1])["intermediates"]
         per_example.append(
-            sum(float(rates[u]["lif"]["firing_rate"][0][0]) * n for u, n in neuron_steps.items())
+            sum(
+                float(rates[u]["neuron"]["lif"]["firing_rate"][0][0]) * n
+                for u, n in neuron_steps.items()
+            )
         )
     per_example = np.asarray(per_example)
     np.testing.assert_allclose(spikes, per_example, rtol=1e-6)

@@ -7,6 +7,7 @@ checks compile only small pieces (a residual block, the digits CNN).
 
 import functools
 import math
+import re
 
 import chex
 import flax
@@ -115,7 +116,7 @@ def test_registry_names_and_unknown_name():
 # ----------------------------------------------------------------------------- forward shapes
 
 
-@pytest.mark.parametrize("norm", models.NORMS)
+@pytest.mark.parametrize("norm", snn.NORMS)
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_forward_shapes_static_and_time_major(name, norm):
     model = models.get_model(name, norm=norm, time_steps=T, **TINY)
@@ -136,19 +137,25 @@ def test_forward_shapes_static_and_time_major(name, norm):
             assert shapes(state["batch_stats"]) == shapes(variables["batch_stats"])
 
 
-def test_firing_rate_paths_are_readable():
-    model = models.get_model("resnet19", time_steps=T, **TINY)
+@pytest.mark.parametrize(
+    ("memory", "leaf"), [("none", "lif/firing_rate"), ("compact", "firing_rate")]
+)
+def test_firing_rate_paths_are_readable(memory, leaf):
+    """Each unit sows one rate: at ``<unit>/lif/firing_rate``, or ``<unit>/firing_rate`` when
+    compact (the unit runs the neurons itself)."""
+    model = models.get_model("resnet19", time_steps=T, memory=memory, **TINY)
     variables = abstract_init(model, static_input())
     _, state = abstract_apply(model, variables, static_input(), True)
     paths = set(flat(state["intermediates"]))
-    for p in [
-        "stem/lif/firing_rate",
-        "stage1_block1/lif1/firing_rate",
-        "stage1_block1/lif2/firing_rate",
-        "stage3_block2/lif2/firing_rate",
-        "fc/lif/firing_rate",
+    for unit in [
+        "stem/neuron",
+        "stage1_block1/neuron1",
+        "stage1_block1/neuron2",
+        "stage3_block2/neuron2",
+        "fc/neuron",
     ]:
-        assert p in paths, sorted(paths)
+        assert f"{unit}/{leaf}" in paths, sorted(paths)
+    assert all(re.fullmatch(r"\w+/neuron\d?/" + leaf, p) for p in paths), sorted(paths)
     assert len(paths) == 1 + 2 * 8 + 1
 
 
@@ -203,17 +210,21 @@ def test_imagenet_resnets_match_torchvision_counts(name, expected):
 
 
 @pytest.mark.parametrize(
-    ("name", "last_norm"), [("resnet19", "norm2"), ("resnet18", "norm2"), ("resnet50", "norm3")]
+    ("name", "last_unit"),
+    [("resnet19", "neuron2"), ("resnet18", "neuron2"), ("resnet50", "neuron3")],
 )
-def test_residual_alpha_on_last_norm_and_projection_only(name, last_norm):
+def test_residual_alpha_on_last_norm_and_projection_only(name, last_unit):
     model = models.get_model(name, time_steps=T, **TINY)
     norms = modules_of_type(model, static_input(), snn.TdBatchNorm)
     assert norms
     for path, module in norms.items():
-        leaf = path.split("/")[-1]
-        expected = ALPHA if leaf in (last_norm, "shortcut_norm") else 1.0
+        *_, unit, leaf = path.split("/")
+        assert leaf in ("norm", "shortcut_norm"), path
+        assert leaf == "norm" or unit == last_unit, path  # the shortcut enters the last unit
+        in_block = path.startswith("stage")
+        expected = ALPHA if in_block and unit == last_unit else 1.0
         assert module.alpha == pytest.approx(expected), path
-        assert module.v_th == model.v_th
+        assert module.v_th == model.neuron.v_th
     params = abstract_init(model, static_input())["params"]
     for block, p in params.items():
         if not block.startswith("stage"):
@@ -221,13 +232,14 @@ def test_residual_alpha_on_last_norm_and_projection_only(name, last_norm):
         first = block.endswith("_block1")
         projection = first and (name == "resnet50" or not block.startswith("stage1"))
         assert ("shortcut_conv" in p) == projection, block
-        assert ("shortcut_norm" in p) == projection, block
+        assert ("shortcut_norm" in p[last_unit]) == projection, block
+        assert "norm" in p[last_unit], block
 
 
 @pytest.mark.parametrize("norm", ["tdbn", "bn"])
 def test_block_norm_outputs_have_the_residual_scale_at_init(norm):
     """In training mode a norm output has std ``scale * alpha * V_th`` (tdBN) or 1 (BN)."""
-    layers = models.LayerFactory(norm=norm, v_th=0.5)
+    layers = models.LayerFactory(neuron=snn.NeuronSpec(v_th=0.5), norm=norm)
     block = models.BasicBlock(layers, features=8, strides=2)
     x = jax.random.bernoulli(jax.random.key(0), 0.3, (T, 4, 8, 8, 4)).astype(jnp.float32)
 
@@ -243,13 +255,17 @@ def test_block_norm_outputs_have_the_residual_scale_at_init(norm):
         )[1]["intermediates"]
 
     captured = flat(run(x))
-    out = {k.split("/")[0]: float(jnp.std(v[0])) for k, v in captured.items() if "__call__" in k}
+    out = {
+        k.removesuffix("/__call__"): float(jnp.std(v[0]))
+        for k, v in captured.items()
+        if k.endswith("/__call__")
+    }
     gain = 0.5 if norm == "tdbn" else 1.0
     alpha = ALPHA if norm == "tdbn" else 1.0
-    assert set(out) == {"norm1", "norm2", "shortcut_norm"}
-    np.testing.assert_allclose(out["norm1"], gain, rtol=1e-3)
-    np.testing.assert_allclose(out["norm2"], gain * alpha, rtol=1e-3)
-    np.testing.assert_allclose(out["shortcut_norm"], gain * alpha, rtol=1e-3)
+    assert set(out) == {"neuron1/norm", "neuron2/norm", "neuron2/shortcut_norm"}
+    np.testing.assert_allclose(out["neuron1/norm"], gain, rtol=1e-3)
+    np.testing.assert_allclose(out["neuron2/norm"], gain * alpha, rtol=1e-3)
+    np.testing.assert_allclose(out["neuron2/shortcut_norm"], gain * alpha, rtol=1e-3)
 
 
 # ----------------------------------------------------------------------------- ANN twin
@@ -257,8 +273,10 @@ def test_block_norm_outputs_have_the_residual_scale_at_init(norm):
 
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_ann_twin_has_the_snn_parameters(name):
-    snn_model = models.get_model(name, norm="tdbn", neuron="lif", time_steps=T, **TINY)
-    ann_model = models.get_model(name, norm="bn", neuron="relu", time_steps=1, **TINY)
+    snn_model = models.get_model(name, norm="tdbn", neuron=snn.NeuronSpec(), time_steps=T, **TINY)
+    ann_model = models.get_model(
+        name, norm="bn", neuron=snn.NeuronSpec(kind="relu"), time_steps=1, **TINY
+    )
     x_snn = static_input()
     x_ann = jax.ShapeDtypeStruct((B * T, *DIMS["HWC"]), jnp.float32)  # batch B*T
     v_snn, v_ann = abstract_init(snn_model, x_snn), abstract_init(ann_model, x_ann)
@@ -274,25 +292,26 @@ def test_ann_twin_has_the_snn_parameters(name):
 
 
 def test_surrogate_and_neuron_settings_reach_every_lif():
-    model = models.get_model(
-        "resnet19",
-        time_steps=T,
-        tau=0.5,
-        v_th=0.4,
-        surrogate="atan",
-        surrogate_param=3.0,
-        detach_reset=True,
-        unroll=3,
-        **TINY,
+    spec = snn.NeuronSpec(
+        tau=0.5, v_th=0.4, surrogate="atan", surrogate_param=3.0, detach_reset=True, unroll=3
     )
+    model = models.get_model("resnet19", time_steps=T, neuron=spec, **TINY)
     lifs = modules_of_type(model, static_input(), snn.LIF)
     assert len(lifs) == 1 + 2 * 8 + 1
     for m in lifs.values():
-        assert (m.tau, m.v_th, m.detach_reset, m.unroll) == (0.5, 0.4, True, 3)
-        assert m.surrogate.name == "atan"
-        assert m.surrogate.params == {"alpha": 3.0}
+        assert m.spec == spec
+        assert (m.spec.tau, m.spec.v_th, m.spec.detach_reset, m.spec.unroll) == (0.5, 0.4, True, 3)
+        assert m.spec.spike_function.name == "atan"
+        assert m.spec.spike_function.params == {"alpha": 3.0}
+    norms = modules_of_type(model, static_input(), snn.TdBatchNorm)
+    assert norms
+    assert all(n.v_th == 0.4 for n in norms.values())  # tdBN's V_th is the neurons'
     default = modules_of_type(models.ResNet19(time_steps=T, **TINY), static_input(), snn.LIF)
-    assert all(m.surrogate.params == {"width": 1.0} for m in default.values())
+    assert all(m.spec.spike_function.params == {"width": 1.0} for m in default.values())
+    # compact: the units run the neurons themselves, with the same spec
+    units = modules_of_type(model.clone(memory="compact"), static_input(), snn.NormNeuron)
+    assert len(units) == 1 + 2 * 8 + 1
+    assert all(u.neuron == spec and u.compact for u in units.values())
 
 
 def test_plain_cnn_depth_and_stages():
@@ -314,7 +333,7 @@ def test_bfloat16_compute_keeps_membranes_float32():
     logits, _ = abstract_apply(model, variables, x, True)
     assert logits.dtype == jnp.bfloat16
     lifs = modules_of_type(model, x, snn.LIF)
-    assert set(lifs) == {"conv1/lif", "conv2/lif", "fc/lif"}
+    assert set(lifs) == {"conv1/neuron/lif", "conv2/neuron/lif", "fc/neuron/lif"}
 
 
 # ----------------------------------------------------------------------------- numerics
@@ -355,9 +374,14 @@ def test_digits_cnn_forward_backward(digits):
     np.testing.assert_allclose(logits_remat, logits, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("fast", [dict(memory="remat"), dict(unroll=T)])
+@pytest.mark.parametrize(
+    "fast",
+    [dict(memory="remat"), dict(neuron=snn.NeuronSpec(unroll=T)), dict(batch_shards=B)],
+    ids=["remat", "unroll", "batch_shards"],
+)
 def test_fast_paths_give_the_same_loss_gradients_and_statistics(fast):
-    """Recomputing blocks in the backward pass, or unrolling the LIF scans, is a speed knob only."""
+    """Recomputing blocks in the backward pass, unrolling the LIF scans, or folding time per
+    batch shard is a speed knob only."""
     plain = models.get_model(
         "resnet19", width=4, stage_sizes=(1, 1), hidden_features=8, time_steps=T, num_classes=K
     )
@@ -437,8 +461,47 @@ def test_axis_name_gives_global_statistics_inside_shard_map(memory):
         in_specs=split,
         out_specs=split,
     )
-    device0 = np.asarray(jax.jit(local)(x_s)["batch_stats"]["stem"]["norm"]["mean"])[:4]
-    assert np.abs(device0 - np.asarray(stats["stem"]["norm"]["mean"])).max() > 1e-2
+    device0 = np.asarray(jax.jit(local)(x_s)["batch_stats"]["stem"]["neuron"]["norm"]["mean"])[:4]
+    assert np.abs(device0 - np.asarray(stats["stem"]["neuron"]["norm"]["mean"])).max() > 1e-2
+
+
+def test_batch_shards_change_the_row_order_only():
+    """``batch_shards=2`` folds time into the batch per half of the batch (each device its own
+    examples): other rows in the convs, the same logits, statistics and gradients."""
+    model = models.get_model("digits_cnn", time_steps=T, **TINY)
+    sharded = model.clone(batch_shards=2)
+    x = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1)) * 16  # B = 4, T = 3
+    variables = filled(abstract_init(model, x))
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(4, K)), jnp.float32)
+
+    def run(m):
+        def loss(params):
+            logits, state = m.apply(
+                {**variables, "params": params},
+                x,
+                train=True,
+                mutable=["batch_stats", "intermediates"],
+                capture_intermediates=lambda mdl, _: isinstance(mdl, nn.Conv),
+            )
+            return jnp.sum(logits * w), (logits, state)
+
+        (_, (logits, state)), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        evaluated = m.apply(variables, x, train=False)
+        return logits, evaluated, state, grads
+
+    logits, evaluated, state, grads = jax.jit(lambda: run(model))()
+    logits2, evaluated2, state2, grads2 = jax.jit(lambda: run(sharded))()
+    assert float(optax.tree.norm(grads)) > 0
+    np.testing.assert_allclose(logits2, logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(evaluated2, evaluated, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(state2["batch_stats"], state["batch_stats"], rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(grads2, grads, rtol=1e-4, atol=1e-6)
+    # not vacuous: the conv saw its T*B rows in the per-shard order (shard, t, b)
+    rows = state["intermediates"]["conv1"]["conv"]["__call__"][0]
+    rows2 = state2["intermediates"]["conv1"]["conv"]["__call__"][0]
+    expected = snn.fold_time(snn.unfold_time(rows, T), 2)[0]
+    assert np.abs(np.asarray(rows2) - np.asarray(rows)).max() > 1e-3
+    np.testing.assert_allclose(rows2, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_digits_cnn_norms_fold_into_convs(digits):
@@ -459,8 +522,6 @@ def test_digits_cnn_norms_fold_into_convs(digits):
     ("kwargs", "match"),
     [
         (dict(norm="layer"), r"unknown norm 'layer'; expected one of \('tdbn', 'bn', 'none'\)"),
-        (dict(neuron="tanh"), r"unknown neuron 'tanh'; expected one of \('lif', 'relu'\)"),
-        (dict(surrogate="erf"), r"unknown surrogate 'erf'; expected one of"),
         (dict(memory="offload"), r"unknown memory option 'offload'"),
         (dict(stem="vit"), r"unknown stem 'vit'"),
     ],
@@ -468,6 +529,24 @@ def test_digits_cnn_norms_fold_into_convs(digits):
 def test_bad_settings_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.get_model("resnet18", **kwargs)
+
+
+def test_neuron_settings_are_one_spec():
+    """The neuron is one ``NeuronSpec`` field: a bad one fails when the spec is made, a string
+    or a loose neuron field is an error naming it (tests/test_nn_modules.py checks each field)."""
+    with pytest.raises(
+        ValueError, match=r"unknown neuron kind 'tanh'; expected one of \('lif', 'relu'\)"
+    ):
+        models.get_model("resnet18", neuron=snn.NeuronSpec(kind="tanh"))
+    with pytest.raises(ValueError, match=r"unknown surrogate 'erf'; expected one of"):
+        models.get_model("resnet18", neuron=snn.NeuronSpec(surrogate="erf"))
+    with pytest.raises(TypeError, match=r"neuron must be a snn_jax.nn.NeuronSpec, got 'relu'"):
+        models.get_model("resnet18", neuron="relu")
+    for field in ("tau", "v_th", "surrogate", "unroll", "reset", "channel_threshold", "gradient"):
+        with pytest.raises(TypeError, match=field):
+            models.get_model("resnet18", **{field: getattr(snn.NeuronSpec(), field)})
+    with pytest.raises(ValueError, match=r"memory='compact' needs .*reset='subtract'"):
+        models.get_model("resnet18", memory="compact", neuron=snn.NeuronSpec(reset="subtract"))
 
 
 @pytest.mark.parametrize("name", ["resnet19", "plain", "digits_cnn"])

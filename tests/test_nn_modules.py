@@ -1,15 +1,21 @@
-"""Flax modules: LIF/IF layers, time folding, encoders and the mean decoder."""
+"""Flax modules: the neuron spec, LIF/IF layers, the norm-neuron unit, time folding, encoders
+and the mean decoder."""
+
+import dataclasses
+import re
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import traverse_util
 
 from snn_jax import lif_scan, surrogate
 from snn_jax import nn as snn
+from snn_jax.nn import NeuronSpec
 
 T, B, N = 5, 3, 4  # T != B
 
@@ -34,11 +40,25 @@ def currents(shape=(T, B, N), seed=0, mean=0.4, std=0.5):
 # ----------------------------------------------------------------------------- neurons
 
 
+# a shape parameter other than each surrogate's default
+OTHER_PARAM = {
+    "rectangular": 0.5,
+    "sigmoid": 10.0,
+    "atan": 3.0,
+    "triangle": 0.6,
+    "fast_sigmoid": 5.0,
+}
+
+
+@pytest.mark.parametrize("with_param", [False, True])
 @pytest.mark.parametrize("name", list(surrogate.NAMES))
-def test_lif_module_equals_lif_scan(name):
+def test_lif_module_equals_lif_scan(name, with_param):
     x = jnp.asarray(currents(seed=1))
-    spike = surrogate.get(name)
-    layer = snn.LIF(tau=0.3, v_th=0.4, surrogate=spike, detach_reset=True)
+    param = OTHER_PARAM[name] if with_param else None
+    spec = NeuronSpec(tau=0.3, v_th=0.4, surrogate=name, surrogate_param=param, detach_reset=True)
+    layer = snn.LIF(spec)
+    key = surrogate.SHAPE_PARAMETER[name]
+    spike = surrogate.get(name, **({key: param} if with_param else {}))
     w = jnp.asarray(currents(seed=2))
     kw = {"tau": 0.3, "v_th": 0.4, "surrogate": spike, "detach_reset": True}
 
@@ -65,9 +85,10 @@ def test_lif_module_defaults_and_conv_shape():
 
 
 def test_if_is_lif_with_tau_one():
-    assert snn.IF().tau == 1.0
+    assert snn.IF().spec == NeuronSpec(tau=1.0)
+    assert snn.IF().spec.v_th == 0.5
     x = jnp.asarray(currents(seed=4, mean=0.15, std=0.2))
-    y = snn.IF(v_th=0.5).apply({}, x)
+    y = snn.IF().apply({}, x)
     ref = np_lif(x, 1.0, 0.5)
     np.testing.assert_array_equal(y, ref)
     assert not np.array_equal(ref, np_lif(x, 0.25, 0.5))  # the leak matters for this input
@@ -77,7 +98,7 @@ def test_learn_tau_parameter_and_gradient():
     tau0 = 0.3
     x = jnp.asarray(currents(seed=5, mean=0.5, std=0.5))
     w = jnp.asarray(currents(seed=6, mean=0.0, std=1.0))
-    layer = snn.LIF(tau=tau0, v_th=0.4, learn_tau=True)
+    layer = snn.LIF(NeuronSpec(tau=tau0, v_th=0.4, learn_tau=True))
     variables = layer.init(jax.random.key(0), x)
     assert set(variables["params"]) == {"tau_logit"}
     logit = variables["params"]["tau_logit"]
@@ -118,13 +139,295 @@ def test_firing_rate_is_sown():
     "kwargs", [{"tau": 0.0}, {"tau": 1.5}, {"tau": -0.2}, {"v_th": 0.0}, {"v_th": -0.5}]
 )
 def test_lif_rejects_bad_parameters(kwargs):
+    """A bad leak or threshold fails when the spec is made, before any layer exists."""
     with pytest.raises(ValueError, match="tau" if "tau" in kwargs else "v_th"):
-        snn.LIF(**kwargs).apply({}, jnp.ones((T, B)))
+        snn.LIF(NeuronSpec(**kwargs)).apply({}, jnp.ones((T, B)))
 
 
 def test_lif_rejects_input_without_batch_axis():
     with pytest.raises(ValueError, match=r"\[T, B"):
         snn.LIF().apply({}, jnp.ones((T,)))
+
+
+def test_lif_rejects_a_relu_spec():
+    with pytest.raises(ValueError, match=r"LIF needs a NeuronSpec of kind 'lif', got 'relu'"):
+        snn.LIF(NeuronSpec(kind="relu")).apply({}, jnp.ones((T, B)))
+
+
+# ----------------------------------------------------------------------------- the neuron spec
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "match"),
+    [
+        ("kind", "tanh", r"unknown neuron kind 'tanh'; expected one of \('lif', 'relu'\)"),
+        ("tau", 0.0, r"NeuronSpec\.tau .*got 0\.0"),
+        ("tau", 1.5, r"NeuronSpec\.tau .*\(0, 1\], got 1\.5"),
+        ("tau", float("nan"), r"NeuronSpec\.tau .*got nan"),
+        ("v_th", 0.0, r"NeuronSpec\.v_th .*> 0, got 0\.0"),
+        ("v_th", -0.5, r"NeuronSpec\.v_th .*got -0\.5"),
+        ("reset", "soft", r"unknown reset 'soft'; expected one of .*'subtract'"),
+        ("surrogate", "erf", r"unknown surrogate 'erf'; expected one of .*'rectangular'"),
+        ("surrogate_param", 0.0, r"NeuronSpec\.surrogate_param must be > 0.*got 0\.0"),
+        ("surrogate_param", -1.0, r"NeuronSpec\.surrogate_param .*got -1\.0"),
+        ("gradient", "lee", r"unknown gradient 'lee'; expected one of \('stbp', 'aggregate'\)"),
+        ("unroll", 0, r"NeuronSpec\.unroll must be True or an int >= 1, got 0"),
+        ("unroll", 1.5, r"NeuronSpec\.unroll .*got 1\.5"),
+        ("unroll", "2", r"NeuronSpec\.unroll .*got '2'"),
+    ],
+)
+def test_neuron_spec_rejects_each_bad_field(field, bad, match):
+    with pytest.raises(ValueError, match=match):
+        NeuronSpec(**{field: bad})
+    with pytest.raises(ValueError, match=match):  # replace validates again
+        NeuronSpec().replace(**{field: bad})
+
+
+def test_neuron_spec_learn_tau_needs_a_leak():
+    with pytest.raises(ValueError, match=r"NeuronSpec\.learn_tau needs an initial tau < 1"):
+        NeuronSpec(tau=1.0, learn_tau=True)
+    assert NeuronSpec(tau=0.9, learn_tau=True).learn_tau
+
+
+def test_neuron_spec_defaults_and_good_values():
+    spec = NeuronSpec()
+    assert dataclasses.asdict(spec) == {
+        "kind": "lif",
+        "tau": 0.25,
+        "v_th": 0.5,
+        "reset": "zero",
+        "surrogate": "rectangular",
+        "surrogate_param": None,
+        "detach_reset": False,
+        "gradient": "stbp",
+        "learn_tau": False,
+        "channel_threshold": False,
+        "unroll": 1,
+    }
+    for kwargs in [
+        dict(tau=1.0),
+        dict(kind="relu"),
+        dict(reset="subtract", gradient="aggregate", channel_threshold=True),
+        dict(unroll=True),
+        dict(unroll=8),
+        dict(surrogate="atan", surrogate_param=3.0),
+    ]:
+        assert dataclasses.asdict(NeuronSpec(**kwargs)).items() >= kwargs.items()
+
+
+def test_neuron_spec_is_a_frozen_hashable_value():
+    spec = NeuronSpec(tau=0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.tau = 0.3
+    assert spec == NeuronSpec(tau=0.5)
+    assert hash(spec) == hash(NeuronSpec(tau=0.5))
+    assert spec != NeuronSpec(tau=0.6)
+
+
+def test_neuron_spec_replace():
+    spec = NeuronSpec(tau=0.5, surrogate="atan")
+    other = spec.replace(reset="subtract", v_th=0.3)
+    assert other == NeuronSpec(tau=0.5, surrogate="atan", reset="subtract", v_th=0.3)
+    assert spec == NeuronSpec(tau=0.5, surrogate="atan")  # unchanged
+    assert spec.replace() == spec
+    with pytest.raises(TypeError):
+        spec.replace(leak=0.5)
+
+
+@pytest.mark.parametrize("name", list(surrogate.NAMES))
+def test_spike_function_takes_the_shape_parameter(name):
+    key = surrogate.SHAPE_PARAMETER[name]
+    value = OTHER_PARAM[name]
+    spec = NeuronSpec(surrogate=name, surrogate_param=value)
+    expected = surrogate.get(name, **{key: value})
+    f = spec.spike_function
+    assert f is expected  # the cached function: jitted code is not retraced
+    assert (f.name, f.params) == (name, {key: value})
+    default = NeuronSpec(surrogate=name).spike_function
+    assert default is surrogate.get(name)
+    assert default.params != f.params
+    # the backward pass is the set parameter's surrogate
+    v = jnp.linspace(-1.0, 1.0, 41)
+    grad = jax.grad(lambda v: jnp.sum(f(v)))(v)
+    np.testing.assert_allclose(grad, expected.derivative(v), rtol=1e-6)
+    assert not np.allclose(grad, default.derivative(v))
+
+
+def test_neuron_spec_from_config():
+    model = {"name": "digits_cnn", "width": 16, "neuron": "relu", "tau": 0.5, "unroll": 2}
+    assert NeuronSpec.from_config(model) == NeuronSpec(kind="relu", tau=0.5, unroll=2)
+    assert NeuronSpec.from_config({"name": "plain"}) == NeuronSpec()
+    every = dict(
+        neuron="lif",
+        tau=0.9,
+        v_th=0.3,
+        reset="subtract",
+        surrogate="triangle",
+        surrogate_param=0.7,
+        detach_reset=True,
+        gradient="aggregate",
+        learn_tau=True,
+        channel_threshold=True,
+        unroll=True,
+    )
+    spec = NeuronSpec.from_config(every)
+    assert {**dataclasses.asdict(spec), "neuron": spec.kind} == {**every, "kind": "lif"}
+    assert NeuronSpec.config_keys() == frozenset(every)
+    # an ml_collections section, as the training loop passes it (the configs' unset
+    # surrogate_param is a typed FieldReference to None)
+    config = ml_collections.ConfigDict(
+        {
+            "name": "digits_cnn",
+            "neuron": "lif",
+            "v_th": 0.4,
+            "surrogate_param": ml_collections.FieldReference(None, field_type=float),
+        }
+    )
+    assert NeuronSpec.from_config(config) == NeuronSpec(v_th=0.4)
+    config.surrogate_param = 2.0
+    assert NeuronSpec.from_config(config) == NeuronSpec(v_th=0.4, surrogate_param=2.0)
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        ({"neuron": "tanh"}, r"^config\.model: unknown neuron kind 'tanh'"),
+        ({"tau": 2.0}, r"^config\.model: NeuronSpec\.tau .*got 2\.0"),
+        ({"surrogate": "erf"}, r"^config\.model: unknown surrogate 'erf'"),
+    ],
+)
+def test_neuron_spec_from_config_errors_name_the_config(model, match):
+    with pytest.raises(ValueError, match=match):
+        NeuronSpec.from_config({"name": "digits_cnn", **model})
+
+
+# ----------------------------------------------------------------------------- norm and neuron
+
+SHAPE = (T, B, 2, 2, 3)  # [T, B, H, W, C]
+
+
+def norm_neuron_inputs(n, spikes, seed=20):
+    """``n`` currents of different scales and offsets, and identity spikes (or ``None``)."""
+    rng = np.random.default_rng(seed)
+    zs = [
+        jnp.asarray(rng.normal(0.5 * i, 1.0 + i, SHAPE) + np.linspace(-1, 1, 3), jnp.float32)
+        for i in range(n)
+    ]
+    s = jnp.asarray(rng.uniform(size=SHAPE) < 0.3, jnp.float32) if spikes else None
+    return zs, s
+
+
+def two_ways(n, spec=NeuronSpec()):
+    names = ("norm", "shortcut_norm")[:n]
+    alphas = (1.0,) if n == 1 else (2**-0.5,) * n
+    plain = snn.NormNeuron(spec, "tdbn", alphas, names)
+    return plain, plain.clone(compact=True)
+
+
+@pytest.mark.parametrize("spikes", [False, True], ids=["no_spikes", "spikes"])
+@pytest.mark.parametrize("n", [1, 2])
+def test_norm_neuron_compact_equals_plain(n, spikes):
+    """The compact kernel gives the plain unit's spikes, gradients (inputs and parameters),
+    running statistics and firing rates, in training and in evaluation."""
+    plain, compact = two_ways(n)
+    zs, s = norm_neuron_inputs(n, spikes)
+    variables = plain.init(jax.random.key(0), *zs, spikes=s)
+    rng = np.random.default_rng(21)
+    # non-trivial parameters and running statistics
+    variables = jax.tree.map(
+        lambda a: a + jnp.asarray(rng.uniform(0.1, 0.5, a.shape), a.dtype), variables
+    )
+    w = jnp.asarray(rng.normal(size=SHAPE), jnp.float32)
+
+    def run(unit):
+        def loss(params, zs, s):
+            out, state = unit.apply(
+                {**variables, "params": params},
+                *zs,
+                spikes=s,
+                train=True,
+                mutable=["batch_stats", "intermediates"],
+            )
+            return jnp.sum(out * w), (out, state)
+
+        grad = jax.grad(loss, argnums=(0, 1, 2) if spikes else (0, 1), has_aux=True)
+        grads, (out, state) = grad(variables["params"], zs, s)
+        evaluated = unit.apply(variables, *zs, spikes=s, train=False)
+        return out, state, grads, evaluated
+
+    out, state, grads, evaluated = jax.jit(lambda: run(plain))()
+    c_out, c_state, c_grads, c_evaluated = jax.jit(lambda: run(compact))()
+    chex.assert_shape([out, c_out, evaluated, c_evaluated], SHAPE)
+    assert 0 < float(out.mean()) < 1
+    np.testing.assert_array_equal(c_out, out)
+    np.testing.assert_array_equal(c_evaluated, evaluated)
+    assert not np.array_equal(evaluated, out)  # not vacuous: the running statistics differ
+    chex.assert_trees_all_close(c_state["batch_stats"], state["batch_stats"], rtol=1e-6, atol=1e-7)
+    assert set(state["batch_stats"]) == set(("norm", "shortcut_norm")[:n])
+    chex.assert_trees_all_close(c_grads, grads, rtol=1e-5, atol=1e-6)
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+    assert len(jax.tree.leaves(grads[1])) == n
+    # the plain unit's LIF sows its rate at lif/firing_rate, the compact unit at firing_rate
+    rate = state["intermediates"]["lif"]["firing_rate"][0]
+    np.testing.assert_allclose(c_state["intermediates"]["firing_rate"][0], rate, rtol=1e-6)
+    np.testing.assert_allclose(rate, np.asarray(out).mean(axis=(0, 2, 3, 4)), rtol=1e-6)
+
+
+def test_norm_neuron_is_norms_sum_spikes_then_lif():
+    """The plain unit against its definition: tdBN of each input, summed with the spikes, LIF."""
+    zs, s = norm_neuron_inputs(2, True)
+    unit = snn.NormNeuron(NeuronSpec(v_th=0.4), "tdbn", (0.7, 0.7), ("norm", "shortcut_norm"))
+    out, variables = unit.init_with_output(jax.random.key(0), *zs, spikes=s)
+    bn = snn.TdBatchNorm(alpha=0.7, v_th=0.4)
+    x = sum(
+        bn.apply(
+            {c: variables[c][k] for c in ("params", "batch_stats")},
+            z,
+            use_running_average=False,
+            mutable=["batch_stats"],
+        )[0]
+        for k, z in zip(("norm", "shortcut_norm"), zs, strict=True)
+    )
+    x = np.asarray(x + s)
+    np.testing.assert_array_equal(out, np_lif(x.reshape(T, B, -1), 0.25, 0.4).reshape(SHAPE))
+    relu = snn.NormNeuron(NeuronSpec(kind="relu"), "bn")
+    y = relu.apply(relu.init(jax.random.key(0), zs[0]), zs[0], mutable=["batch_stats"])[0]
+    z = np.asarray(zs[0], np.float64)
+    mean, var = z.mean((0, 1, 2, 3)), z.var((0, 1, 2, 3))
+    np.testing.assert_allclose(y, np.maximum((z - mean) / np.sqrt(var + 1e-5), 0), atol=1e-5)
+
+
+def test_norm_neuron_errors():
+    zs, _ = norm_neuron_inputs(2, False)
+    plain, compact = two_ways(2)
+    for unit in (plain, compact):
+        with pytest.raises(ValueError, match=r"made for 2 inputs, got 1"):
+            unit.init(jax.random.key(0), zs[0])
+        with pytest.raises(ValueError, match=r"made for 2 inputs, got 3"):
+            unit.init(jax.random.key(0), *zs, zs[0])
+    with pytest.raises(ValueError, match=r"one alpha per norm name, got 2 alphas and 1 names"):
+        snn.NormNeuron(alphas=(1.0, 1.0), norm_names=("norm",))
+    with pytest.raises(ValueError, match=r"unknown norm 'layer'"):
+        snn.NormNeuron(norm="layer")
+    conflicting = [
+        (NeuronSpec(reset="subtract"), "tdbn", "reset='subtract'"),
+        (NeuronSpec(channel_threshold=True), "tdbn", "channel_threshold"),
+        (NeuronSpec(gradient="aggregate"), "tdbn", "gradient='aggregate'"),
+        (NeuronSpec(learn_tau=True), "tdbn", "learn_tau"),
+        (NeuronSpec(kind="relu"), "bn", "neuron kind 'relu'"),
+        (NeuronSpec(), "none", "norm='none'"),
+    ]
+    for spec, norm, name in conflicting:
+        assert snn.compact_conflicts(spec, norm) == [name]
+        snn.NormNeuron(spec, norm)  # fine without compact
+        with pytest.raises(ValueError, match=r"memory='compact' needs .*got " + re.escape(name)):
+            snn.NormNeuron(spec, norm, compact=True)
+    assert snn.compact_conflicts(NeuronSpec(), "tdbn") == []
+    assert snn.compact_conflicts(NeuronSpec(), "bn") == []
+    assert snn.compact_conflicts(NeuronSpec(reset="subtract"), "none") == [
+        "norm='none'",
+        "reset='subtract'",
+    ]
 
 
 # ----------------------------------------------------------------------------- folding
@@ -175,23 +478,35 @@ def test_fold_per_shard_keeps_each_shards_examples_together(shards):
     np.testing.assert_array_equal(snn.unfold_time(folded, t, shards), x)
 
 
-def test_fold_follows_the_mesh_and_ignores_shards_that_do_not_divide_the_batch():
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+def test_fold_ignores_shards_that_do_not_divide_the_batch():
     x = jnp.arange(2 * 4).reshape(2, 4)
-    with jax.set_mesh(mesh):
-        assert snn.folding.batch_shards() == 1
     np.testing.assert_array_equal(snn.fold_time(x, 3)[0], x.reshape(-1))  # 3 does not divide 4
+    np.testing.assert_array_equal(snn.unfold_time(x.reshape(-1), 2, 3), x)
     np.testing.assert_array_equal(snn.fold_time(x, 1)[0], x.reshape(-1))
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=f"shards must be >= 1, got {bad}"):
+            snn.fold_time(x, bad)
+        with pytest.raises(ValueError, match=f"shards must be >= 1, got {bad}"):
+            snn.unfold_time(x.reshape(-1), 2, bad)
 
 
 @pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 simulated CPU devices")
-def test_fold_reads_the_data_axis_of_the_current_mesh():
+def test_fold_takes_shards_explicitly_not_from_the_current_mesh():
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("data",))
     x = jnp.arange(2 * 4).reshape(2, 4)
     with jax.set_mesh(mesh):
-        assert snn.folding.batch_shards() == 4
-        np.testing.assert_array_equal(snn.fold_time(x)[0], [0, 4, 1, 5, 2, 6, 3, 7])
-    assert snn.folding.batch_shards() == 1
+        np.testing.assert_array_equal(snn.fold_time(x)[0], x.reshape(-1))  # the plain order
+        np.testing.assert_array_equal(snn.fold_time(x, 4)[0], [0, 4, 1, 5, 2, 6, 3, 7])
+    np.testing.assert_array_equal(snn.fold_time(x, 4)[0], [0, 4, 1, 5, 2, 6, 3, 7])
+    assert not hasattr(snn.folding, "batch_shards")
+
+
+def test_time_folded_with_shards_gives_the_same_output():
+    x = jnp.asarray(currents((T, 4, 3, 3, 2), seed=14))
+    layer = snn.TimeFolded(nn.Conv(3, (3, 3)))
+    y, variables = jax.jit(layer.init_with_output)(jax.random.key(5), x)
+    sharded = snn.TimeFolded(nn.Conv(3, (3, 3)), shards=2)
+    np.testing.assert_allclose(jax.jit(sharded.apply)(variables, x), y, rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- coding

@@ -5,6 +5,7 @@ of the smooth ``.primitive`` and a NumPy transcription of the formula of
 METHOD.md section 2 written here (never the library's ``.derivative``).
 """
 
+import inspect
 import math
 
 import chex
@@ -64,6 +65,16 @@ TOL = {"rtol": 1e-5, "atol": 2e-6}
 def test_names_registry():
     assert set(surrogate.NAMES) == set(PARAM)
     assert len(surrogate.NAMES) == len(PARAM)
+
+
+@pytest.mark.parametrize("name", list(PARAM))
+def test_shape_parameter_names_the_factorys_argument(name):
+    """``SHAPE_PARAMETER`` names each factory's one argument (read from its signature here)."""
+    assert surrogate.SHAPE_PARAMETER == PARAM
+    params = inspect.signature(getattr(surrogate, name)).parameters
+    assert list(params) == [surrogate.SHAPE_PARAMETER[name]]
+    assert params[surrogate.SHAPE_PARAMETER[name]].default == DEFAULT[name]
+    assert surrogate.get(name, **{PARAM[name]: OTHER[name]}).params == {PARAM[name]: OTHER[name]}
 
 
 @pytest.mark.parametrize("name", list(PARAM))

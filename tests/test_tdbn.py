@@ -221,6 +221,69 @@ def test_gradient_flows_to_input_scale_and_bias():
     assert np.abs(np.asarray(g_x)).max() > 0
 
 
+def np_affine(mean, var, scale, bias, alpha, v_th, eps=EPS):
+    """``(factor, shift)`` with ``np_tdbn(x, ...) == x * factor + shift``."""
+    factor = scale * alpha * v_th / np.sqrt(np.asarray(var, np.float64) + eps)
+    return factor, bias - mean * factor
+
+
+@pytest.mark.parametrize("use_running_average", [False, True])
+def test_affine_is_the_call_as_factor_and_shift(use_running_average):
+    """``affine`` gives the per-channel map of a call and updates the running statistics as
+    the call does (the compact norm-and-neuron unit applies the map itself)."""
+    x = data(CONV, seed=18)
+    rng = np.random.default_rng(19)
+    variables = {
+        "params": {
+            "scale": jnp.asarray(rng.uniform(0.5, 1.5, 3), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=3), jnp.float32),
+        },
+        "batch_stats": {
+            "mean": jnp.asarray(rng.normal(size=3), jnp.float32),
+            "var": jnp.asarray(rng.uniform(0.5, 2.0, 3), jnp.float32),
+        },
+    }
+    bn = snn.TdBatchNorm(alpha=1 / math.sqrt(2), v_th=0.4, momentum=0.8)
+    kw = dict(use_running_average=use_running_average, mutable=["batch_stats"])
+    y, upd = bn.apply(variables, jnp.asarray(x), **kw)
+    (factor, shift), upd_affine = bn.apply(
+        variables, jnp.asarray(x), method=snn.TdBatchNorm.affine, **kw
+    )
+    chex.assert_shape([factor, shift], (3,))
+    assert factor.dtype == shift.dtype == jnp.float32
+    np.testing.assert_allclose(jnp.asarray(x) * factor + shift, y, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_equal(upd_affine, upd)
+    # against NumPy: the batch's statistics in training, the running ones in evaluation
+    p, st = variables["params"], variables["batch_stats"]
+    m, v = (st["mean"], st["var"]) if use_running_average else np_stats(x)
+    ref = np_affine(m, v, p["scale"], p["bias"], 1 / math.sqrt(2), 0.4)
+    np.testing.assert_allclose(factor, ref[0], rtol=1e-5)
+    np.testing.assert_allclose(shift, ref[1], rtol=1e-5, atol=1e-6)
+    if use_running_average:
+        chex.assert_trees_all_equal(upd["batch_stats"], st)
+    else:
+        np.testing.assert_allclose(
+            upd["batch_stats"]["mean"], 0.8 * st["mean"] + 0.2 * m, rtol=1e-5
+        )
+
+
+def test_affine_initialises_the_same_variables_and_keeps_float32():
+    """``init`` through ``affine`` makes the call's variables; bfloat16 input: a float32 map."""
+    x = jnp.asarray(data(DENSE, seed=20), jnp.bfloat16)
+    bn = snn.TdBatchNorm()
+    (factor, shift), variables = bn.init_with_output(
+        jax.random.key(0), x, use_running_average=False, method=snn.TdBatchNorm.affine
+    )
+    _, ref = init_train(bn, x)
+    chex.assert_trees_all_equal(variables, ref)
+    assert factor.dtype == shift.dtype == jnp.float32
+    y, _ = bn.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        np.asarray(y, np.float32), np.asarray(x, np.float32) * factor + shift, rtol=1e-2, atol=1e-2
+    )
+
+
 @pytest.mark.parametrize("shape", [(4, 3), (5,)])
 def test_rejects_fewer_than_three_axes(shape):
     bn = snn.TdBatchNorm()

@@ -194,7 +194,8 @@ class LIF(nn.Module):
 
 def rate_per_example(spikes: jax.Array) -> jax.Array:
     """``[B]``: each example's mean of ``spikes`` ``[T, B, ...]`` over time and neurons."""
-    return jnp.mean(spikes.astype(jnp.float32), axis=(0, *range(2, spikes.ndim)))
+    t, b = spikes.shape[:2]
+    return jnp.mean(jnp.mean(spikes.astype(jnp.float32).reshape(t, b, -1), axis=-1), axis=0)
 
 
 IF = functools.partial(LIF, spec=NeuronSpec(tau=1.0))
