@@ -1,7 +1,8 @@
 """Training engine: train state, jitted data-parallel steps, checkpoints, the loop."""
 
 from snn_jax.training.checkpoint import Checkpointer
-from snn_jax.training.loop import build_model, evaluate, train_and_evaluate
+from snn_jax.training.config_check import check_config
+from snn_jax.training.loop import TrainResult, build_model, evaluate, train_and_evaluate
 from snn_jax.training.optim import make_optimizer, make_schedule
 from snn_jax.training.sharding import make_mesh, put_batch, replicated
 from snn_jax.training.state import TrainState, create_train_state
@@ -9,8 +10,10 @@ from snn_jax.training.steps import cross_entropy, eval_step, train_step
 
 __all__ = [
     "Checkpointer",
+    "TrainResult",
     "TrainState",
     "build_model",
+    "check_config",
     "create_train_state",
     "cross_entropy",
     "eval_step",
