@@ -80,6 +80,7 @@ def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.compare.energy_examples = int(smoke.energy_examples)
     config.update(smoke.overrides.to_dict())
     config.num_train_steps = int(smoke.num_train_steps)
+    config.optimizer.warmup_steps = 0  # train_and_evaluate refuses a warm-up longer than the run
     config.progress = False
     return config
 

@@ -126,6 +126,11 @@ def test_an_unknown_key_is_flagged_with_the_closest_one(key, hint):
         check_config(config)
 
 
+def test_other_top_level_keys_may_record_what_a_run_started_from():
+    config = _with(digits.get_config(), "hand_over", {"source": "conversion_p999"})
+    check_config(config)
+
+
 def test_num_epochs_may_be_anything_when_steps_are_given():
     config = _with(digits.get_config(), "num_epochs", 0)
     config.num_train_steps = 10

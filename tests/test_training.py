@@ -460,6 +460,7 @@ def test_main_smoke_run_writes_metrics_checkpoint_and_summary(tmp_path):
     r = _main(
         tmp_path,
         "--config.num_train_steps=4",
+        "--config.optimizer.warmup_steps=2",
         "--config.batch_size=32",
         "--config.eval_every_steps=4",
         "--config.progress=False",

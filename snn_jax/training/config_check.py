@@ -23,8 +23,9 @@ __all__ = ["DTYPES", "check_config", "check_run"]
 
 DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes of convs and dense layers
 
-# Keys of a training config (experiments/configs/digits.py lays them out). ``compare``
-# belongs to experiments/compare_methods.py, which removes it before training.
+# Keys of a training config (experiments/configs/digits.py lays them out). Other top-level
+# keys may record what a run started from (compare_methods' ``hand_over``): only those close
+# to a known key, likely typos, are flagged.
 _TOP_KEYS = frozenset(
     {
         "name",
@@ -45,7 +46,6 @@ _TOP_KEYS = frozenset(
         "max_nonfinite_steps",
         "progress",
         "distributed",
-        "compare",
     }
 )
 _OPTIMIZER_KEYS = frozenset(
@@ -97,14 +97,17 @@ class _Problems:
         if not good:
             self.add(key, value, message)
 
-    def unknown(self, section: str, known: frozenset[str]) -> None:
-        """Flags keys of ``config.<section>`` (``""``: the top level) outside ``known``."""
+    def unknown(self, section: str, known: frozenset[str], typos_only: bool = False) -> None:
+        """Flags keys of ``config.<section>`` (``""``: the top level) outside ``known``
+        (with ``typos_only``, only those close to a known key)."""
         node = self.config if not section else self.value(section)[1]
         if not hasattr(node, "keys"):
             return
         prefix = f"{section}." if section else ""
         for key in sorted(set(node.keys()) - known):
             close = difflib.get_close_matches(key, sorted(known), n=1)
+            if typos_only and not close:
+                continue
             hint = f"did you mean config.{prefix}{close[0]}? " if close else ""
             self.lines.append(
                 f"config.{prefix}{key}: unknown key; {hint}the keys are {sorted(known)}"
@@ -139,7 +142,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     """Raises ``ValueError`` listing every out-of-range value or unknown key of ``config``.
 
     Checks what can be checked from the config alone; :func:`check_run` adds
-    what depends on the data and the devices. Absent optional keys take the
+    what depends on the data and the devices. Unknown keys of the optimizer and
+    data sections are flagged, and top-level keys close to a known one. Absent
+    optional keys take the
     defaults of the code that reads them and are not reported. Model keys that
     only a model has (``width``, ``stage_sizes``, ...) are checked by the model
     when it is built.
@@ -165,7 +170,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     from snn_jax import models, surrogate
 
     p = _Problems(config)
-    p.unknown("", _TOP_KEYS)
+    p.unknown("", _TOP_KEYS, typos_only=True)
     p.unknown("optimizer", _OPTIMIZER_KEYS)
     p.unknown("data", _DATA_KEYS)
 
@@ -294,6 +299,7 @@ def check_run(config: Mapping[str, Any], *, total_steps: int, num_devices: int) 
     p.check(
         "optimizer.warmup_steps",
         lambda v: v < total_steps,
-        f"must be < the {total_steps} training steps (the warm-up would never end)",
+        f"must be < the {total_steps} training steps (the warm-up would not end); lower it, "
+        "e.g. to 0 for a short run",
     )
     _raise(p)
