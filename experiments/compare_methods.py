@@ -46,7 +46,6 @@ from snn_jax.training import (
     evaluate,
     make_mesh,
     make_optimizer,
-    replicated,
     train_and_evaluate,
 )
 from snn_jax.training.writers import write_json_atomic
@@ -82,6 +81,7 @@ def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.compare.energy_examples = int(smoke.energy_examples)
     config.update(smoke.overrides.to_dict())
     config.num_train_steps = int(smoke.num_train_steps)
+    config.optimizer.warmup_steps = 0  # train_and_evaluate refuses a warm-up longer than the run
     config.progress = False
     return config
 
@@ -155,15 +155,6 @@ def _state(config, model, example_shape, variables=None) -> TrainState:
     )
 
 
-def _abstract_state(config, model, example_shape):
-    """The train state's structure, shapes and (replicated) shardings, without computing it."""
-    abstract = jax.eval_shape(lambda: _state(config, model, example_shape))
-    sharding = replicated(make_mesh())
-    return jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
-    )
-
-
 def _variables(state) -> dict[str, Any]:
     variables = {"params": state.params}
     if state.batch_stats:
@@ -183,14 +174,12 @@ def train_or_load(config, workdir: str, pipeline, initial: dict | None = None):
         with Checkpointer(checkpoints) as ckpt:
             if ckpt.latest_step() is None:
                 ckpt.save(_state(config, model, pipeline.example_shape, initial))
-    summary = train_and_evaluate(config, workdir)
+    state, summary = train_and_evaluate(config, workdir)
     if summary["interrupted"]:  # measuring a half-trained row would report it as done
         raise SystemExit(
             f"{workdir} stopped at step {summary['steps']} of {summary['total_steps']}; "
             "rerun the same command to resume the comparison"
         )
-    with Checkpointer(checkpoints) as ckpt:
-        state, _ = ckpt.restore(_abstract_state(config, model, pipeline.example_shape))
     return model, _variables(state), summary
 
 

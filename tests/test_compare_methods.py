@@ -13,7 +13,7 @@ import pytest
 from experiments import compare_methods
 from experiments.configs import compare_base, compare_digits
 from snn_jax import conversion
-from snn_jax.training import build_model
+from snn_jax.training import TrainResult, build_model
 
 COMPARE_CONFIGS = ["compare_digits", "compare_cifar10_resnet19", "compare_imagenet_resnet34"]
 INPUTS = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "imagenet2012": (224, 224, 3)}
@@ -72,7 +72,7 @@ def test_a_stopped_training_ends_the_comparison(tmp_path, monkeypatch):
 
     def stopped(config, workdir):
         workdirs.append(workdir)
-        return {"interrupted": True, "steps": 1, "total_steps": 2}
+        return TrainResult(None, {"interrupted": True, "steps": 1, "total_steps": 2})
 
     monkeypatch.setattr(compare_methods, "train_and_evaluate", stopped)
     config = compare_digits.get_config()

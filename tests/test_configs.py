@@ -160,10 +160,11 @@ def test_smoke_variant_trains_evaluates_and_checkpoints(module, arg, tmp_path, m
     workdir = tmp_path / "workdir"
     data_context = _prepare_data(c, tmp_path / "data", monkeypatch)
     with data_context:
-        summary = training.train_and_evaluate(c, str(workdir))
+        state, summary = training.train_and_evaluate(c, str(workdir))
 
     steps = paper.SMOKE_STEPS
     assert summary["steps"] == summary["total_steps"] == steps
+    assert int(state.step) == steps  # the final state comes back with the summary
     assert not summary["interrupted"]
     assert summary["config_name"] == c.name
     assert summary["devices"] == (jax.device_count() if module in SMOKE_ON_ALL_DEVICES else 1)

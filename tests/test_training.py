@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 
 import chex
 import jax
@@ -17,7 +18,7 @@ import pytest
 from experiments.configs import digits
 from snn_jax import data as data_lib
 from snn_jax import training
-from snn_jax.training import sharding, steps
+from snn_jax.training import sharding, steps, writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +46,7 @@ def make_state(config, mesh):
     pipeline = data_lib.create_pipeline(
         config.data, global_batch_size=config.batch_size, seed=config.seed
     )
-    model = training.build_model(config, pipeline.num_classes)
+    model = training.build_model(config, pipeline.num_classes, mesh.devices.size)
     tx = training.make_optimizer(config.optimizer, 100)
     example = jax.ShapeDtypeStruct((1, *pipeline.example_shape), jnp.float32)
     state = training.create_train_state(jax.random.PRNGKey(0), model, tx, example, mesh)
@@ -99,10 +100,14 @@ def test_create_train_state_from_given_variables(setup):
     assert leaf.sharding.is_fully_replicated
 
 
-def test_eval_step_counts_only_real_examples(setup):
-    _, mesh, state, batch = setup
+def test_evaluate_batch_counts_only_real_examples(setup):
+    config, mesh, state, batch = setup
     masked = dict(batch, mask=np.arange(len(batch["label"])) < 5)
-    out = jax.jit(steps.eval_step)(state, sharding.put_batch(masked, mesh))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    model = training.build_model(config, 10)
+    out = jax.jit(training.evaluate_batch, static_argnums=0)(
+        model, variables, sharding.put_batch(masked, mesh)
+    )
     assert float(out["count"]) == 5
     assert 0 <= float(out["correct"]) <= 5
 
@@ -114,7 +119,8 @@ def test_evaluation_means_do_not_depend_on_the_padding(setup):
     train_fn = jax.jit(steps.train_step)
     for _ in range(40):  # running statistics of the data, so that every layer fires
         state, _ = train_fn(state, sharding.put_batch(batch, mesh))
-    eval_fn = jax.jit(steps.eval_step)
+    model = training.build_model(config, 10)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
     results = []
     for eval_batch_size in (120, 128, 352):
         pipeline = data_lib.create_pipeline(
@@ -123,7 +129,9 @@ def test_evaluation_means_do_not_depend_on_the_padding(setup):
             eval_batch_size=eval_batch_size,
             seed=config.seed,
         )
-        results.append(training.evaluate(eval_fn, state, pipeline, mesh))
+        results.append(
+            training.evaluate(model, variables, pipeline.eval_batches(), mesh=mesh)
+        )
     rates = [k for k in results[0] if k.startswith("firing_rate/")]
     assert rates
     assert all(results[0][k] > 0 for k in rates)
@@ -233,39 +241,77 @@ def _params(workdir):
     state, _ = make_state(config, sharding.make_mesh())
     with training.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
         restored, meta = ckpt.restore(state)
-    return jax.device_get((restored.params, restored.batch_stats, restored.opt_state)), meta
+    return _trained(restored), meta
+
+
+def _trained(state):
+    """What training changes in a state: parameters, statistics, optimizer state."""
+    return jax.device_get((state.params, state.batch_stats, state.opt_state))
 
 
 def test_sigterm_checkpoints_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     config = tiny_config()
-    full = training.train_and_evaluate(config, str(tmp_path / "full"))
+    full_state, full = training.train_and_evaluate(config, str(tmp_path / "full"))
     assert full["steps"] == 8
     assert not full["interrupted"]
+    assert int(full_state.step) == 8
 
-    calls = {"n": 0}
-    put = sharding.put_batch
+    write = writers.MetricWriter.write
 
-    def put_and_signal(batch, mesh, time_major=()):
-        calls["n"] += 1
-        if calls["n"] == 5 and len(batch["label"]) == config.batch_size and "mask" not in batch:
+    def write_and_signal(self, step, split, scalars):  # on the loop's thread, after step 5
+        write(self, step, split, scalars)
+        if step == 5 and split == "train":
             os.kill(os.getpid(), signal.SIGTERM)
-        return put(batch, mesh, time_major)
 
-    monkeypatch.setattr(sharding, "put_batch", put_and_signal)
-    part = training.train_and_evaluate(config, str(tmp_path / "resumed"))
+    monkeypatch.setattr(writers.MetricWriter, "write", write_and_signal)
+    part_state, part = training.train_and_evaluate(config, str(tmp_path / "resumed"))
     assert part["interrupted"]
     assert part["steps"] == 5
+    assert int(part_state.step) == 5
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints"))[-1] == "5"
-    monkeypatch.setattr(sharding, "put_batch", put)
+    monkeypatch.setattr(writers.MetricWriter, "write", write)
 
-    resumed = training.train_and_evaluate(config, str(tmp_path / "resumed"))
+    resumed_state, resumed = training.train_and_evaluate(config, str(tmp_path / "resumed"))
     assert resumed["steps"] == 8
     assert not resumed["interrupted"]
     a, _ = _params(str(tmp_path / "full"))
     b, meta = _params(str(tmp_path / "resumed"))
     chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-7)
+    # the returned states are the checkpointed ones
+    chex.assert_trees_all_equal(a, _trained(full_state))
+    chex.assert_trees_all_equal(b, _trained(resumed_state))
     assert resumed["final_test_accuracy"] == pytest.approx(full["final_test_accuracy"])
     assert meta["best_test_accuracy"] == pytest.approx(full["best_test_accuracy"])
+    # a finished run returns its final state without training again
+    again_state, again = training.train_and_evaluate(config, str(tmp_path / "full"))
+    assert again["steps"] == 8
+    chex.assert_trees_all_equal(a, _trained(again_state))
+
+
+def test_a_signal_while_a_batch_is_prepared_stops_at_a_checkpoint(tmp_path, monkeypatch):
+    """The signal reaches the process while the data thread prepares batch 3 (steps
+    ahead of the devices): the run stops after the step it is in, at most step 3, with
+    a checkpoint of that step, and exits cleanly; the batches already prepared are
+    dropped and the resumed run reaches the end."""
+    config = tiny_config()
+    put, calls = sharding.put_batch, {"n": 0}
+
+    def put_and_signal(batch, mesh, time_major=()):
+        if "mask" not in batch:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                assert threading.current_thread() is not threading.main_thread()
+                os.kill(os.getpid(), signal.SIGTERM)
+        return put(batch, mesh, time_major)
+
+    monkeypatch.setattr(sharding, "put_batch", put_and_signal)
+    state, summary = training.train_and_evaluate(config, str(tmp_path))
+    assert summary["interrupted"]
+    assert 1 <= summary["steps"] <= 3
+    assert int(state.step) == summary["steps"]
+    assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == str(summary["steps"])
+    monkeypatch.setattr(sharding, "put_batch", put)
+    assert training.train_and_evaluate(config, str(tmp_path)).summary["steps"] == 8
 
 
 def _logged(workdir):
@@ -335,7 +381,7 @@ def test_resume_with_another_config_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"model\.norm: 'tdbn' -> 'none'"):
         training.train_and_evaluate(no_norm, str(tmp_path))
     steered = tiny_config(num_train_steps=4, log_every_steps=2, **{"model.memory": "compact"})
-    assert training.train_and_evaluate(steered, str(tmp_path))["steps"] == 4
+    assert training.train_and_evaluate(steered, str(tmp_path)).summary["steps"] == 4
     assert json.loads((tmp_path / "config.json").read_text())["log_every_steps"] == 2
 
 
@@ -396,8 +442,13 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
 
 
 def test_bad_model_config_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown model|expected one of"):
+    with pytest.raises(ValueError, match=r"config\.model\.name = 'resnet1000': must be one of"):
         training.train_and_evaluate(tiny_config(**{"model.name": "resnet1000"}), str(tmp_path))
+    # a key the model does not take: reported by the model when it is built
+    config = tiny_config()
+    config.model.tua = 0.3
+    with pytest.raises(ValueError, match=r"bad model config .*tua"):
+        training.train_and_evaluate(config, str(tmp_path))
 
 
 def _main(tmp_path, *flags, timeout=300):
@@ -416,6 +467,7 @@ def test_main_smoke_run_writes_metrics_checkpoint_and_summary(tmp_path):
     r = _main(
         tmp_path,
         "--config.num_train_steps=4",
+        "--config.optimizer.warmup_steps=2",
         "--config.batch_size=32",
         "--config.eval_every_steps=4",
         "--config.progress=False",
@@ -438,14 +490,44 @@ def test_main_smoke_run_writes_metrics_checkpoint_and_summary(tmp_path):
     assert "4" in os.listdir(tmp_path / "checkpoints")
 
 
+def _parse_main_flags(argv):
+    """``experiments.main``'s flags parsed from ``argv`` in this process."""
+    from absl import flags
+
+    from experiments import main
+
+    values = flags.FlagValues()
+    main.define_flags(values, sys_argv=argv)
+    values(argv)
+    return values
+
+
 @pytest.mark.parametrize(
     ("flag", "message"),
-    [("--config.no_such_key=1", "no_such_key"), ("--config.batch_size=abc", "batch_size")],
+    [
+        ("--config.no_such_key=1", "no_such_key"),
+        ("--config.model.tua=0.3", "tua"),  # a typo in a section
+        ("--config.batch_size=abc", "batch_size"),
+        ("--config.seed=1.5", "seed"),
+    ],
 )
-def test_main_rejects_bad_config_flags(tmp_path, flag, message):
-    r = _main(tmp_path, flag, timeout=120)
-    assert r.returncode != 0
-    assert message in r.stderr
+def test_main_rejects_bad_config_flags(flag, message):
+    """The flags of ``experiments.main``, parsed in this process."""
+    from absl import flags
+
+    with pytest.raises((AttributeError, flags.Error)) as error:
+        _parse_main_flags(["main", flag])
+    assert message in str(error.value)
+
+
+def test_main_flags_reach_the_config_check():
+    """A value that parses but is out of range is reported before anything is built."""
+    values = _parse_main_flags(
+        ["main", "--config.optimizer.learning_rate=-0.1", "--config.num_epochs=2"]
+    )
+    assert values.config.num_epochs == 2
+    with pytest.raises(ValueError, match=r"config\.optimizer\.learning_rate = -0\.1: must be > 0"):
+        training.check_config(values.config)
 
 
 _TWO_PROCESS_RUN = """
@@ -453,29 +535,38 @@ import os, signal, sys
 import jax
 jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
 from snn_jax import training
-from snn_jax.training import sharding
+from snn_jax.training import loop, sharding, stop
 from tests.test_training import tiny_config
 
-put, train_batches = sharding.put_batch, [0]
+put, any_process, train_batches, exchanges = sharding.put_batch, stop.any_process, [0], [0]
 
 def put_and_signal(batch, mesh, time_major=()):
     if "mask" not in batch:
         train_batches[0] += 1
-        if train_batches[0] == 3 and jax.process_index() == 1:  # this process only
+        if train_batches[0] == 2 and jax.process_index() == 1:  # this process only
             os.kill(os.getpid(), signal.SIGTERM)
     return put(batch, mesh, time_major)
 
+def counted(flag):
+    exchanges[0] += 1
+    return any_process(flag)
+
 sharding.put_batch = put_and_signal
-summary = training.train_and_evaluate(tiny_config(), sys.argv[3])
-print("RESULT", summary["steps"], summary["interrupted"], flush=True)
+stop.any_process = loop.any_process = counted
+config = tiny_config(log_every_steps=4, checkpoint_every_steps=4)
+state, summary = training.train_and_evaluate(config, sys.argv[3])
+print("RESULT", summary["steps"], summary["interrupted"], int(state.step), flush=True)
+print("EXCHANGES", exchanges[0], flush=True)
 """
 
 
 def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
-    """Two processes (``jax.distributed``), SIGTERM to one of them: both stop after
-    the same step and save one checkpoint together (acting alone, the signalled
-    process would wait in the checkpoint's collective while the other waited in
-    the next step's)."""
+    """Two processes (``jax.distributed``), SIGTERM to one of them before step 2:
+    both stop after step 4, the first log and checkpoint step, and save one
+    checkpoint together (acting alone, the signalled process would wait in the
+    checkpoint's collective while the other waited in the next step's). They
+    exchange their stop flags twice, before step 1 and after step 4, not after
+    every step."""
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         address = f"localhost:{sock.getsockname()[1]}"
@@ -500,8 +591,9 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
             p.kill()
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
-        assert "RESULT 3 True" in out, out[-3000:]
-    assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[-1] == "3"
+        assert "RESULT 4 True 4" in out, out[-3000:]
+        assert "EXCHANGES 2" in out, out[-3000:]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[-1] == "4"
 
 
 def test_importing_the_package_starts_no_jax_backend():

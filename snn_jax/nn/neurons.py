@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -24,9 +24,51 @@ KINDS: tuple[str, ...] = ("lif", "relu")
 GRADIENTS: tuple[str, ...] = ("stbp", "aggregate")
 
 
-def _choice(what: str, value: Any, valid: tuple) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {valid}")
+def _real(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# (field, test, requirement): every setting's valid range, stated once.
+_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("kind", lambda v: v in KINDS, f"must be one of {KINDS}"),
+    ("tau", lambda v: _real(v) and 0 < v <= 1, "must be in (0, 1] (the leak; 1: no leak)"),
+    ("v_th", lambda v: _real(v) and v > 0, "must be > 0 (the firing threshold, e.g. 0.5)"),
+    ("reset", lambda v: v in lif_lib.RESETS, f"must be one of {lif_lib.RESETS}"),
+    ("surrogate", lambda v: v in surrogate_lib.NAMES, f"must be one of {surrogate_lib.NAMES}"),
+    (
+        "surrogate_param",
+        lambda v: v is None or (_real(v) and v > 0),
+        "must be None (the surrogate's default) or > 0",
+    ),
+    ("gradient", lambda v: v in GRADIENTS, f"must be one of {GRADIENTS}"),
+    ("detach_reset", lambda v: isinstance(v, bool), "must be True or False"),
+    ("learn_tau", lambda v: isinstance(v, bool), "must be True or False"),
+    ("channel_threshold", lambda v: isinstance(v, bool), "must be True or False"),
+    (
+        "unroll",
+        lambda v: v is True or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "must be True or an integer >= 1",
+    ),
+)
+
+
+def _problems(values: Mapping[str, Any], name: Callable[[str], str]) -> list[str]:
+    """``"<name(field)> = <value>: <requirement>"`` for each bad value of ``values``."""
+    lines = []
+    for field, ok, requirement in _RULES:
+        if field in values:
+            try:
+                good = ok(values[field])
+            except TypeError:
+                good = False
+            if not good:
+                lines.append(f"{name(field)} = {values[field]!r}: {requirement}")
+    if not lines and values.get("learn_tau") and values.get("tau", 0.25) >= 1:
+        lines.append(
+            f"{name('learn_tau')} = True: needs an initial {name('tau')} < 1 "
+            "(tau = sigmoid(logit))"
+        )
+    return lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +102,7 @@ class NeuronSpec:
     >>> NeuronSpec(tau=1.5)
     Traceback (most recent call last):
     ...
-    ValueError: NeuronSpec.tau (the leak) must be in (0, 1], got 1.5
+    ValueError: NeuronSpec.tau = 1.5: must be in (0, 1] (the leak; 1: no leak)
     """
 
     kind: str = "lif"
@@ -76,25 +118,9 @@ class NeuronSpec:
     unroll: int | bool = 1
 
     def __post_init__(self):
-        _choice("neuron kind", self.kind, KINDS)
-        _choice("reset", self.reset, lif_lib.RESETS)
-        _choice("surrogate", self.surrogate, surrogate_lib.NAMES)
-        _choice("gradient", self.gradient, GRADIENTS)
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"NeuronSpec.tau (the leak) must be in (0, 1], got {self.tau}")
-        if not self.v_th > 0:
-            raise ValueError(f"NeuronSpec.v_th (the threshold) must be > 0, got {self.v_th}")
-        if self.surrogate_param is not None and not self.surrogate_param > 0:
-            raise ValueError(
-                f"NeuronSpec.surrogate_param must be > 0 (or None for the surrogate's default), "
-                f"got {self.surrogate_param}"
-            )
-        if self.learn_tau and self.tau >= 1:
-            raise ValueError("NeuronSpec.learn_tau needs an initial tau < 1 (tau = sigmoid(logit))")
-        if not isinstance(self.unroll, bool) and not (
-            isinstance(self.unroll, int) and self.unroll >= 1
-        ):
-            raise ValueError(f"NeuronSpec.unroll must be True or an int >= 1, got {self.unroll!r}")
+        lines = _problems(dataclasses.asdict(self), lambda field: f"NeuronSpec.{field}")
+        if lines:
+            raise ValueError("; ".join(lines))
 
     def replace(self, **changes) -> NeuronSpec:
         """A copy with ``changes`` (validated again)."""
@@ -117,24 +143,42 @@ class NeuronSpec:
         Other keys of the section are ignored (they belong to the model).
 
         Raises:
-          ValueError: a bad value, naming its config key.
+          ValueError: one line per bad value, each naming its config key.
 
         >>> NeuronSpec.from_config({"name": "digits_cnn", "neuron": "lif", "tau": 0.5}).tau
         0.5
+        >>> NeuronSpec.from_config({"neuron": "lif", "v_th": -1.0})
+        Traceback (most recent call last):
+        ...
+        ValueError: config.model.v_th = -1.0: must be > 0 (the firing threshold, e.g. 0.5)
         """
-        fields = {f.name for f in dataclasses.fields(cls)} - {"kind"}
-        kwargs = {k: v for k, v in model_config.items() if k in fields}
-        if "neuron" in model_config:
-            kwargs["kind"] = model_config["neuron"]
-        try:
-            return cls(**kwargs)
-        except ValueError as e:
-            raise ValueError(f"config.model: {e}") from None
+        lines = cls.config_problems(model_config)
+        if lines:
+            raise ValueError("; ".join(lines))
+        return cls(**_spec_fields(model_config))
+
+    @staticmethod
+    def config_problems(model_config: Mapping[str, Any]) -> list[str]:
+        """The bad neuron values of a config's ``model`` section, one line each, naming the key."""
+        return _problems(_spec_fields(model_config), _config_key)
 
     @staticmethod
     def config_keys() -> frozenset[str]:
         """The keys of a config's ``model`` section that :meth:`from_config` reads."""
-        return frozenset({f.name for f in dataclasses.fields(NeuronSpec)} - {"kind"} | {"neuron"})
+        return frozenset(_config_key(f.name).removeprefix("config.model.") for f in _FIELDS)
+
+
+def _config_key(field: str) -> str:
+    return "config.model." + ("neuron" if field == "kind" else field)
+
+
+def _spec_fields(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`NeuronSpec` fields given in a config's ``model`` section."""
+    keys = {f.name: _config_key(f.name).removeprefix("config.model.") for f in _FIELDS}
+    return {field: model_config[key] for field, key in keys.items() if key in model_config}
+
+
+_FIELDS = dataclasses.fields(NeuronSpec)
 
 
 class LIF(nn.Module):

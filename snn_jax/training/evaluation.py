@@ -18,6 +18,7 @@ each example are counted at the spiking layers' outputs
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from snn_jax import data as data_lib
 from snn_jax.inspect import is_neuron, recording
 from snn_jax.nn import NormNeuron
 from snn_jax.training import sharding
@@ -194,13 +196,22 @@ def evaluate(
             limit = max(n, limit // n * n)
     run = _compiled(mesh)
     time_major_keys = ("image",) if time_major else ()
+    pieces = _pieces(batches, limit, time_major)
+    if mesh is not None:  # placed on the devices by a thread, two pieces ahead
+        pieces = data_lib.prefetch(
+            ((p, sharding.put_batch(p, mesh, time_major_keys)) for p in pieces), 2
+        )
+    else:
+        pieces = ((p, p) for p in pieces)
+    with contextlib.closing(pieces):
+        # The host waits for the devices once, at the end.
+        outs = [(piece["mask"], run(model, variables, placed)) for piece, placed in pieces]
+    outs = jax.device_get(outs)
     sums: dict[str, float] = {}
     kept: list[np.ndarray] = []
-    for piece in _pieces(batches, limit, time_major):
-        placed = piece if mesh is None else sharding.put_batch(piece, mesh, time_major_keys)
-        out = jax.device_get(run(model, variables, placed))
+    for mask, out in outs:
         if predictions:
-            kept.append(np.asarray(out["predictions"])[piece["mask"]])
+            kept.append(np.asarray(out["predictions"])[mask])
         for key, value in out.items():
             if key != "predictions":
                 sums[key] = sums.get(key, 0.0) + float(value)

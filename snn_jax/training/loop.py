@@ -2,61 +2,41 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
 import logging
 import os
-import signal
-import threading
 import time
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from snn_jax import data as data_lib
 from snn_jax import models
 from snn_jax.nn import NeuronSpec
-from snn_jax.training import checkpoint, optim, sharding, steps, writers
-from snn_jax.training.state import create_train_state
+from snn_jax.training import checkpoint, evaluation, optim, sharding, steps, writers
+from snn_jax.training.config_check import check_config, check_run
+from snn_jax.training.state import TrainState, create_train_state
+from snn_jax.training.stop import StopRequested, any_process, stop_agreed
 
-__all__ = ["RUN_CONTROL_KEYS", "StopRequested", "build_model", "evaluate", "train_and_evaluate"]
+__all__ = [
+    "RUN_CONTROL_KEYS",
+    "StopRequested",
+    "TrainResult",
+    "build_model",
+    "device_batches",
+    "train_and_evaluate",
+]
 
 log = logging.getLogger(__name__)
-
-
-class StopRequested:
-    """Records SIGTERM/SIGINT instead of dying, so the loop can checkpoint and exit.
-
-    A second signal while the first is pending restores the default behaviour.
-    """
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-        self.signal = signum
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
-
-    def __enter__(self) -> StopRequested:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, batch_shards: int = 1):
@@ -82,22 +62,19 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, batch_shard
         raise ValueError(f"bad model config {dict(config.model)}: {e}") from None
 
 
-def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
-    """One pass over the test split: ``loss``, ``accuracy`` and firing rates.
+def device_batches(
+    batches: Iterable[dict[str, np.ndarray]], mesh: Mesh, time_major_keys=(), size: int = 2
+) -> Iterator[dict[str, jax.Array]]:
+    """``batches`` assembled on the devices of ``mesh`` (``sharding.put_batch``), ``size`` ahead.
 
-    Each is a mean over the real test examples: the padding of the last batch
-    counts for none of them (``eval_fn`` returns sums over the masked batch).
+    A thread (``snn_jax.data.prefetch``) prepares and transfers the next
+    batches while the devices compute on the current one. Close the returned
+    generator to stop the thread; an error in preparing a batch is raised
+    where that batch would have been returned.
     """
-    time_major = ("image",) if pipeline.time_major else ()
-    sums: dict[str, float] = {}
-    for batch in pipeline.eval_batches():
-        out = jax.device_get(eval_fn(state, sharding.put_batch(batch, mesh, time_major)))
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    count = max(sums.pop("count", 0.0), 1.0)
-    result = {"loss": sums.pop("loss_sum") / count, "accuracy": sums.pop("correct") / count}
-    result.update({k: v / count for k, v in sums.items()})
-    return result
+    # the module attribute is looked up for every batch (tests replace it)
+    placed = (sharding.put_batch(b, mesh, time_major_keys) for b in batches)
+    return data_lib.prefetch(placed, size)
 
 
 def _summarize(history: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -110,17 +87,6 @@ def _summarize(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     summary["nonfinite_streak"] = float(max(m["nonfinite_streak"] for m in fetched))
     return summary
-
-
-def _any_process(flag: bool) -> bool:
-    """Whether ``flag`` is set on any process; every process gets the same answer.
-
-    A stop signal may reach the hosts of a multi-process run at different
-    steps; they must stop (and save their checkpoint, a collective) together.
-    """
-    if jax.process_count() == 1:
-        return flag
-    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 # Config keys that steer a run without changing what it computes: a resumed run may change them.
@@ -166,7 +132,7 @@ def _check_resumed_config(path: str, current: dict[str, Any], step: int | None) 
 
     A resumed run with, e.g., another learning rate or data set would silently
     continue a different experiment. Without a checkpoint (``step`` None) or a
-    saved config (a run from before this check) nothing is checked.
+    saved config (a workdir whose run wrote none) nothing is checked.
     """
     if step is None or not os.path.exists(path):
         return
@@ -200,33 +166,78 @@ class _Schedule:
         return step == self.total or (every > 0 and step % every == 0)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+class _TrainClock:
+    """Wall time spent training, without evaluations and checkpoints.
+
+    The host does not wait for each step, so the clock is read only where it
+    waits anyway (a log step fetches metrics; evaluation and checkpoints read
+    the state): ``wait(metrics)`` waits for the devices to finish the steps
+    dispatched so far and stops the clock, ``resume`` restarts it. ``window``
+    is the training time since it was last reset (at each log).
+    """
+
+    def __init__(self, total: float):
+        self.total, self.window = total, 0.0
+        self._since: float | None = time.perf_counter()
+
+    def wait(self, metrics) -> None:
+        if self._since is None:
+            return
+        jax.block_until_ready(metrics)
+        elapsed = time.perf_counter() - self._since
+        self.total += elapsed
+        self.window += elapsed
+        self._since = None
+
+    def resume(self) -> None:
+        if self._since is None:
+            self._since = time.perf_counter()
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train_and_evaluate` returns; unpack it as ``state, summary = ...``.
+
+    Attributes:
+      state: the final ``TrainState`` (the one the last checkpoint holds),
+        replicated over the devices.
+      summary: what ``summary.json`` holds: ``final_test_accuracy``,
+        ``best_test_accuracy``, ``train_seconds``, ``steps``, ``interrupted``,
+        ``firing_rates`` and more.
+    """
+
+    state: TrainState
+    summary: dict[str, Any]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains and evaluates the model described by ``config``; resumes from ``workdir``.
 
     Writes to ``workdir``: ``checkpoints/`` (orbax), ``tensorboard/``,
     ``metrics.jsonl``, ``config.json`` and ``summary.json``. Rerunning the same
     command after an interruption continues from the last checkpoint and gives
     the same result as an uninterrupted run; a changed config (other than
-    :data:`RUN_CONTROL_KEYS`) is a ``ValueError`` instead. SIGTERM/SIGINT save a
-    checkpoint and return early; in a multi-process run, a signal to any
-    process stops all of them at the same step.
+    :data:`RUN_CONTROL_KEYS`) is a ``ValueError`` instead, and so is a value
+    out of range (:func:`~snn_jax.training.config_check.check_config`), before
+    anything is compiled.
+
+    The batches are prepared and put on the devices two steps ahead, and the
+    host waits for the devices only to log (the metrics of the steps since the
+    last log are fetched together), evaluate or checkpoint. SIGTERM/SIGINT
+    save a checkpoint and return early: a single process after the current
+    step; the processes of a multi-process run all at the same step, the next
+    log or checkpoint step after the signal reached any of them
+    (:func:`~snn_jax.training.stop.stop_agreed`).
 
     Returns:
-      The summary: ``final_test_accuracy``, ``best_test_accuracy``,
-      ``train_seconds``, ``steps``, ``firing_rates`` and more.
+      ``TrainResult(state, summary)``: the final train state and the summary.
     """
+    check_config(config)
     if config.distributed:
         jax.distributed.initialize()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh()
     n_devices = mesh.devices.size
-    for key in ("batch_size", "eval_batch_size"):
-        if config[key] % n_devices:
-            raise ValueError(
-                f"config.{key} = {config[key]} is not divisible by the {n_devices} devices; "
-                f"use a multiple of {n_devices}"
-            )
     pipeline = data_lib.create_pipeline(
         config.data,
         global_batch_size=config.batch_size,
@@ -238,6 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     total = config.num_train_steps
     if total <= 0:
         total = config.num_epochs * pipeline.steps_per_epoch
+    check_run(config, total_steps=total, num_devices=n_devices)
     every = _Schedule(
         total,
         config.log_every_steps,
@@ -261,12 +273,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         donate_argnums=0,
         out_shardings=(state_sharding, sharding.replicated(mesh)),
     )
-    eval_fn = jax.jit(steps.eval_step, out_shardings=sharding.replicated(mesh))
     time_major = ("image",) if pipeline.time_major else ()
     is_main = jax.process_index() == 0
 
     with (
-        jax.set_mesh(mesh),  # the model folds time per device (snn_jax.nn.folding)
+        jax.set_mesh(mesh),
         checkpoint.Checkpointer(
             os.path.join(workdir, "checkpoints"), config.keep_checkpoints
         ) as ckpt,
@@ -286,33 +297,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if start:
             log.info("resumed from step %d in %s", start, workdir)
         best = meta.get("best_test_accuracy", 0.0)
-        train_seconds = meta.get("train_seconds", 0.0)
         test = meta.get("last_test", {})
-        batches = pipeline.train_batches(start)
-        history: list[dict[str, jax.Array]] = []
-        bar = tqdm(
-            total=total,
-            initial=start,
-            desc="train",
-            disable=not (config.progress and is_main),
-            dynamic_ncols=True,
+        batches = stack.enter_context(
+            contextlib.closing(device_batches(pipeline.train_batches(start), mesh, time_major))
         )
-        t_last, images = time.perf_counter(), 0
+        history: list[dict[str, jax.Array]] = []
+        in_flight: collections.deque[jax.Array] = collections.deque()
+        bar = stack.enter_context(
+            tqdm(
+                total=total,
+                initial=start,
+                desc="train",
+                disable=not (config.progress and is_main),
+                dynamic_ncols=True,
+            )
+        )
+        clock, images = _TrainClock(meta.get("train_seconds", 0.0)), 0
         step = start
-        stopping = _any_process(bool(stop))
+        stopping = any_process(bool(stop))
         while step < total and not stopping:
-            t0 = time.perf_counter()
-            state, metrics = train_fn(state, sharding.put_batch(next(batches), mesh, time_major))
+            state, metrics = train_fn(state, next(batches))
             history.append(metrics)
             step += 1
             images += config.batch_size
-            if every.due(step, every.log_every):
+            bar.update(1)
+            # Two steps in flight at most: the host runs ahead of the devices by no
+            # more than the prefetch does, whatever the log interval.
+            in_flight.append(metrics["loss"])
+            if len(in_flight) > 2:
+                in_flight.popleft().block_until_ready()
+            logs, evals = every.due(step, every.log_every), every.due(step, every.eval_every)
+            saves = every.due(step, every.checkpoint_every)
+            if logs or evals or saves:
+                clock.wait(metrics)
+            if logs:
                 train = _summarize(history)
                 window = f"{step - len(history) + 1}-{step}"
                 history = []
-                now = time.perf_counter()
-                train["images_per_second"] = images / (now - t_last)
-                t_last, images = now, 0
+                train["images_per_second"] = images / clock.window
+                clock.window, images = 0.0, 0
                 writer.write(step, "train", train)
                 bar.set_postfix(
                     loss=f"{train['loss']:.3f}",
@@ -326,27 +349,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         "skipped); lower the learning rate or check the data. Last good "
                         f"checkpoint: {ckpt.directory}"
                     )
-            jax.block_until_ready(state.step)
-            train_seconds += time.perf_counter() - t0
-            bar.update(1)
-            if every.due(step, every.eval_every):
-                test = evaluate(eval_fn, state, pipeline, mesh)
+            if evals:
+                test = evaluation.evaluate(
+                    model,
+                    {"params": state.params, "batch_stats": state.batch_stats},
+                    pipeline.eval_batches(),
+                    mesh=mesh,
+                    time_major=pipeline.time_major,
+                )
                 best = max(best, test["accuracy"])
                 writer.write(step, "test", test)
                 bar.write(
                     f"step {step}: test loss {test['loss']:.4f} accuracy {test['accuracy']:.4f}"
                 )
-            stopping = _any_process(bool(stop))
-            if every.due(step, every.checkpoint_every) or stopping:
+            stopping = stop_agreed(stop, sync_point=logs or saves)
+            if saves or stopping:
+                clock.wait(metrics)
                 ckpt.save(
                     state,
-                    dict(best_test_accuracy=best, train_seconds=train_seconds, last_test=test),
+                    dict(best_test_accuracy=best, train_seconds=clock.total, last_test=test),
                 )
-        bar.close()
+            clock.resume()
         interrupted = stopping
         if interrupted:
             ckpt.save(
-                state, dict(best_test_accuracy=best, train_seconds=train_seconds, last_test=test)
+                state, dict(best_test_accuracy=best, train_seconds=clock.total, last_test=test)
             )
             log.warning(
                 "stopped by %s at step %d; checkpoint saved in %s, rerun to resume",
@@ -363,7 +390,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "final_test_accuracy": test.get("accuracy"),
         "final_test_loss": test.get("loss"),
         "best_test_accuracy": best,
-        "train_seconds": train_seconds,
+        "train_seconds": clock.total,
         "skipped_steps": int(jax.device_get(state.skipped_steps)),
         "firing_rates": {
             k.removeprefix("firing_rate/"): v
@@ -376,4 +403,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     }
     if is_main:
         writers.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-    return summary
+    return TrainResult(state, summary)

@@ -76,8 +76,8 @@ def create_train_state(
         )
 
     # The state is replicated, so the partitionable threefry (the default) buys nothing
-    # here, and its init compiles several times slower on CPU (a width-4 ResNet-19:
-    # 31 s against 7 s). The keys drawn are fixed by ``rng`` either way.
+    # here, and its init compiles several times slower on CPU. The keys drawn are fixed
+    # by ``rng`` either way.
     with jax.threefry_partitionable(False):
         abstract = jax.eval_shape(init, rng, variables)
         shardings = jax.tree.map(lambda _: replicated(mesh), abstract)

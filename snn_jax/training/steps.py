@@ -11,7 +11,7 @@ import optax
 
 from snn_jax.training.state import TrainState
 
-__all__ = ["cross_entropy", "eval_step", "firing_rates", "train_step"]
+__all__ = ["cross_entropy", "firing_rates", "train_step"]
 
 Metrics = dict[str, jax.Array]
 
@@ -104,24 +104,3 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
         **firing_rates(updates.get("intermediates", {})),
     }
     return new_state, metrics
-
-
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
-    """Evaluation with running statistics; returns sums over the real examples.
-
-    ``batch`` may carry a boolean ``mask`` (padding of the last batch).
-
-    Returns:
-      ``loss_sum``, ``correct``, ``count`` and ``firing_rate/<layer>`` (the
-      sum of the real examples' rates), all over the unmasked examples.
-    """
-    logits, updates = state.apply_fn(
-        _variables(state, state.params), batch["image"], train=False, mutable=["intermediates"]
-    )
-    mask = batch.get("mask", jnp.ones(batch["label"].shape, bool)).astype(jnp.float32)
-    return {
-        "loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
-        "count": jnp.sum(mask),
-        **firing_rates(updates.get("intermediates", {}), mask),
-    }
