@@ -129,9 +129,7 @@ def test_evaluation_means_do_not_depend_on_the_padding(setup):
             eval_batch_size=eval_batch_size,
             seed=config.seed,
         )
-        results.append(
-            training.evaluate(model, variables, pipeline.eval_batches(), mesh=mesh)
-        )
+        results.append(training.evaluate(model, variables, pipeline.eval_batches(), mesh=mesh))
     rates = [k for k in results[0] if k.startswith("firing_rate/")]
     assert rates
     assert all(results[0][k] > 0 for k in rates)

@@ -65,8 +65,7 @@ def _problems(values: Mapping[str, Any], name: Callable[[str], str]) -> list[str
                 lines.append(f"{name(field)} = {values[field]!r}: {requirement}")
     if not lines and values.get("learn_tau") and values.get("tau", 0.25) >= 1:
         lines.append(
-            f"{name('learn_tau')} = True: needs an initial {name('tau')} < 1 "
-            "(tau = sigmoid(logit))"
+            f"{name('learn_tau')} = True: needs an initial {name('tau')} < 1 (tau = sigmoid(logit))"
         )
     return lines
 
