@@ -32,16 +32,13 @@ def test_smoke_run_writes_every_section(tmp_path):
         assert low <= step[f"{case}_step_s"] <= high
 
     lif = results["lif"]
-    assert lif["dense_lif_custom_vjp_s"] > 0
-    assert lif["dense_lif_autodiff_s"] > 0
+    assert lif["dense_lif_s"] > 0
     for row in lif["scan"]:
-        for impl in ("custom_vjp", "autodiff"):
+        assert 0 < row["floor_min_s"] <= row["floor_s"]
+        for case in ("scalar_zero", "channel_subtract"):
             for unroll in (1, 8):
-                key = f"{impl}_unroll{unroll}"
-                assert row[f"{key}_over_floor"] == row[f"{key}_s"] / row["floor_s"]
-                assert row[f"{key}_min_s"] <= row[f"{key}_s"]
-                ratio = row[f"{key}_min_s"] / row["floor_min_s"]
-                assert row[f"{key}_min_over_floor_min"] == ratio
+                key = f"{case}_unroll{unroll}"
+                assert 0 < row[f"{key}_min_s"] <= row[f"{key}_s"]
 
     cases = {r["case"] for r in results["memory"]}
     assert cases == {"ann", "snn_none", "snn_remat", "snn_compact"}

@@ -19,6 +19,7 @@ from snn_jax.functional import (
 )
 from snn_jax.models import BottleneckBlock, SpikingResNet, get_model
 from snn_jax.models.layers import LayerFactory
+from tests.reference import lif_scan_autodiff
 
 T, B, H, C = 3, 2, 5, 11
 
@@ -134,7 +135,7 @@ def test_lif_from_currents_equals_autodiff_of_the_plain_layer(
         # What the model computes without "compact": each tdBN output, summed, then the LIF.
         x = sum(z * a + b for z, a, b in terms)
         x = x if spikes is None else x + spikes
-        out = snn_jax.lif_scan(x, implementation="autodiff", **kw)
+        out = lif_scan_autodiff(x, **kw)
         return jnp.sum(out * w), out
 
     def compact(terms, spikes):
@@ -316,7 +317,7 @@ def test_lif_from_currents_loop_forms_equal_autodiff_of_the_plain_layer(unroll):
 
     def plain(terms, spikes):
         x = sum(z * a + b for z, a, b in terms) + spikes
-        return jnp.sum(snn_jax.lif_scan(x, implementation="autodiff", **kw) * w)
+        return jnp.sum(lif_scan_autodiff(x, **kw) * w)
 
     def compact(terms, spikes):
         return jnp.sum(lif_from_currents(Currents(tuple(terms), spikes), unroll=unroll, **kw) * w)
@@ -349,7 +350,7 @@ def test_compact_gradients_inside_shard_map_sum_the_shared_ones():
             out = lif_from_currents(Currents(((z, scale, shift),), spikes), **kw)
             conv = spike_conv_general_dilated
         else:
-            out = snn_jax.lif_scan(z * scale + shift + spikes, implementation="autodiff", **kw)
+            out = lif_scan_autodiff(z * scale + shift + spikes, **kw)
             conv = jax.lax.conv_general_dilated
         # Each step's and example's spikes as an [H, H, C] image, through a 3x3 conv.
         images = jnp.broadcast_to(out[:, :, None], (*out.shape[:2], H, H, C)).reshape(-1, H, H, C)

@@ -1,15 +1,12 @@
 """The LIF neuron (METHOD.md section 1) and its STBP gradient (section 3) against NumPy.
 
 The forward reference is a plain NumPy loop over time; the backward reference
-is the STBP recursion written out by hand, run backwards in time:
-
-    dL/do[t] = g[t] + dL/du[t+1] * (-tau * u[t])      (no second term with detach_reset)
-    dL/du[t] = dL/do[t] * s(u[t] - V_th) + dL/du[t+1] * tau * (1 - o[t]) (+ dL/du[t] direct)
-    dL/dx[t] = dL/du[t],   dL/dtau = sum_t dL/du[t] * u[t-1] * (1 - o[t-1])
+is the STBP recursion written out by hand, run backwards in time (both in
+tests/reference.py, which states the recursion). The gradient tests run both
+``lif_scan`` and the autodiff oracle ``lif_scan_autodiff`` against it.
 """
 
 import functools
-import math
 
 import chex
 import jax
@@ -21,102 +18,18 @@ import snn_jax
 from snn_jax import LIFState, lif_scan, lif_step, surrogate
 from snn_jax import nn as snn
 from snn_jax.functional import Currents, lif_from_currents
+from tests.reference import (
+    inputs,
+    lif_scan_autodiff,
+    np_lif,
+    np_stbp,
+    np_surrogate,
+    reduce_to,
+)
 
 T, B, N = 6, 3, 4  # T != B everywhere
 SHAPES = [(T, B), (T, B, N), (5, 2, 3, 2, 3)]  # [T,B], [T,B,N], [T,B,H,W,C]
 PARAMS = [(0.25, 0.5), (0.5, 0.3), (0.2, 0.2), (1.0, 1.0)]  # (tau, v_th); tau = 1 is IF
-
-
-# ----------------------------------------------------------------------------- references
-
-
-def np_lif(x, tau, v_th, u0=None, o0=None):
-    """u[t] = tau*u[t-1]*(1-o[t-1]) + x[t], o[t] = (u[t]-v_th >= 0), in float32 like the library."""
-    x = np.asarray(x, np.float32)
-    tau = np.asarray(tau, np.float32)
-    v_th = np.float32(v_th)
-    u_prev = np.zeros(x.shape[1:], np.float32) if u0 is None else np.asarray(u0, np.float32)
-    o_prev = np.zeros(x.shape[1:], np.float32) if o0 is None else np.asarray(o0, np.float32)
-    us, os_ = [], []
-    for t in range(x.shape[0]):
-        u = tau * u_prev * (np.float32(1) - o_prev) + x[t]
-        o = ((u - v_th) >= 0).astype(np.float32)
-        us.append(u)
-        os_.append(o)
-        u_prev, o_prev = u, o
-    return np.stack(os_), np.stack(us)
-
-
-def np_surrogate(name, v, p=None):
-    """Surrogate derivative of METHOD.md section 2 (float64), with the library's defaults."""
-    v = np.asarray(v, np.float64)
-    if name == "rectangular":
-        a = 1.0 if p is None else p
-        return (np.abs(v) < a / 2) / a
-    if name == "sigmoid":
-        k = 4.0 if p is None else p
-        s = 1 / (1 + np.exp(-k * v))
-        return k * s * (1 - s)
-    if name == "atan":
-        k = 2.0 if p is None else p
-        return k / (2 * (1 + (math.pi / 2 * k * v) ** 2))
-    if name == "triangle":
-        w = 1.0 if p is None else p
-        return np.maximum(0, 1 - np.abs(v) / w) / w
-    if name == "fast_sigmoid":
-        k = 25.0 if p is None else p
-        return 1 / (1 + k * np.abs(v)) ** 2
-    raise AssertionError(name)
-
-
-def np_stbp(u, o, g_o, g_u, tau, v_th, surr, detach_reset, u0=0.0, o0=0.0, with_init=False):
-    """The STBP backward recursion of METHOD.md section 3 for one layer, in float64.
-
-    Args:
-      u, o: forward membrane and spikes [T, ...] (float32 values from ``np_lif``).
-      g_o: spatial upstream gradient dL/do[t] [T, ...]; g_u: direct dL/du[t] (membrane term).
-      tau: float or array broadcastable to u[0]; surr: v -> s(v) on v = u - v_th.
-      u0, o0: the state before the first step (the init state).
-
-    Returns:
-      (dL/dx [T, ...], dL/dtau [B, ...] before reduction to tau's shape), and with
-      ``with_init`` also (dL/du0, dL/do0).
-    """
-    u = np.asarray(u, np.float64)
-    o = np.asarray(o, np.float64)
-    tau = np.asarray(tau, np.float64)
-    # s(u - v_th) with u - v_th rounded in float32, as the library computes it
-    s = surr((np.asarray(u, np.float32) - np.float32(v_th)).astype(np.float64))
-    u_prev = np.concatenate([np.broadcast_to(u0, u[:1].shape), u[:-1]])
-    o_prev = np.concatenate([np.broadcast_to(o0, o[:1].shape), o[:-1]])
-    du_next = np.zeros(u.shape[1:])
-    dx = np.zeros_like(u)
-    dtau = np.zeros(u.shape[1:])
-    for t in reversed(range(u.shape[0])):
-        do_t = g_o[t] + (0.0 if detach_reset else du_next * (-tau * u[t]))
-        du_t = do_t * s[t] + du_next * tau * (1 - o[t]) + g_u[t]
-        dx[t] = du_t
-        dtau += du_t * u_prev[t] * (1 - o_prev[t])
-        du_next = du_t
-    if not with_init:
-        return dx, dtau
-    # u[1] = tau * u0 * (1 - o0) + x[1]
-    du0 = du_next * tau * (1 - o_prev[0])
-    do0 = np.zeros_like(du0) if detach_reset else du_next * (-tau * u_prev[0])
-    return dx, dtau, du0, do0
-
-
-def reduce_to(g, shape):
-    """Sum a [B, ...] array over the broadcast axes to ``shape`` (the shape of tau)."""
-    g = np.asarray(g)
-    lead = g.ndim - len(shape)
-    g = g.sum(axis=tuple(range(lead)))
-    keep = tuple(i for i, n in enumerate(shape) if n == 1)
-    return g.sum(axis=keep, keepdims=True).reshape(shape)
-
-
-def inputs(shape, seed=0, mean=0.4, std=0.5):
-    return (np.random.default_rng(seed).normal(mean, std, shape)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -144,6 +57,57 @@ def test_lif_scan_equals_numpy_loop(shape, tau, v_th):
     np.testing.assert_allclose(np.asarray(u), u_ref, rtol=1e-6, atol=1e-6)
     # spikes alone (return_membrane=False) are the same
     np.testing.assert_array_equal(np.asarray(lif_scan(jnp.asarray(x), tau=tau, v_th=v_th)), o_ref)
+
+
+PARAM_SHAPES = {
+    "float": None,  # a Python number: a constant
+    "scalar": (),
+    "per_channel": (N,),
+    "per_neuron": (B, N),
+}
+
+
+def _param(kind, low, high):
+    """A leak or threshold of ``PARAM_SHAPES[kind]``: values between ``low`` and ``high``."""
+    shape = PARAM_SHAPES[kind]
+    if shape is None:
+        return (low + high) / 2
+    size = int(np.prod(shape))
+    return np.linspace(low, high, max(size, 1)).astype(np.float32).reshape(shape)
+
+
+@pytest.mark.parametrize("reset", snn_jax.functional.RESETS)
+@pytest.mark.parametrize(
+    ("tau_kind", "v_th_kind"),
+    [(k, k) for k in PARAM_SHAPES]
+    + [
+        ("float", "per_channel"),
+        ("per_neuron", "float"),
+    ],
+)
+def test_lif_scan_equals_numpy_loop_every_reset_and_parameter_shape(reset, tau_kind, v_th_kind):
+    """Both resets with tau and v_th as numbers, 0-d arrays, one per channel or per neuron."""
+    x = inputs((T, B, N), seed=12, mean=0.4, std=0.6)
+    tau, v_th = _param(tau_kind, 0.2, 1.0), _param(v_th_kind, 0.3, 0.7)
+    o_ref, u_ref = np_lif(x, tau, v_th, reset=reset)
+    assert 0.1 < o_ref.mean() < 0.9
+    kw = {
+        k: v if isinstance(v, float) else jnp.asarray(v) for k, v in (("tau", tau), ("v_th", v_th))
+    }
+    o, u = lif_scan(jnp.asarray(x), reset=reset, return_membrane=True, **kw)
+    np.testing.assert_array_equal(np.asarray(o), o_ref)
+    np.testing.assert_allclose(np.asarray(u), u_ref, rtol=1e-6, atol=1e-6)
+    # the reset matters for this input
+    other = np_lif(x, tau, v_th, reset="zero" if reset == "subtract" else "subtract")[1]
+    assert not np.allclose(other, u_ref)
+
+
+def test_a_surrogate_that_is_not_a_spike_function_is_a_type_error():
+    """No silent fallback to another implementation: say what to pass."""
+    x = jnp.zeros((T, B, N))
+    for bad in (surrogate.atan().primitive, lambda v: jax.nn.sigmoid(4 * v), "atan"):
+        with pytest.raises(TypeError, match=r"SpikeFunction.*surrogate\.get"):
+            lif_scan(x, surrogate=bad)
 
 
 def test_defaults_are_tau_quarter_vth_half():
@@ -351,16 +315,15 @@ def _loss_terms(shape, seed=0):
     return w_o, w_u
 
 
-def _jax_grads(x, tau, w_o, w_u, *, name, detach_reset, return_membrane, extra, argnums=0):
+def _jax_grads(x, tau, w_o, w_u, *, name, detach_reset, return_membrane, scan, argnums=0):
     def loss(x, tau):
-        out = lif_scan(
+        out = scan(
             x,
             tau=tau,
             v_th=V_TH,
             surrogate=surrogate.get(name),
             detach_reset=detach_reset,
             return_membrane=return_membrane,
-            **extra,
         )
         if return_membrane:
             return jnp.sum(out[0] * w_o) + jnp.sum(out[1] * w_u)
@@ -369,36 +332,32 @@ def _jax_grads(x, tau, w_o, w_u, *, name, detach_reset, return_membrane, extra, 
     return jax.jit(jax.grad(loss, argnums))(jnp.asarray(x), tau)
 
 
-DEFAULT_IMPL = {}
-AUTODIFF = {"implementation": "autodiff"}
-IMPLS = [pytest.param(DEFAULT_IMPL, id="default"), pytest.param(AUTODIFF, id="autodiff")]
+# lif_scan (the hand-written backward) and the oracle its other tests compare against.
+SCANS = [pytest.param(lif_scan, id="lif_scan"), pytest.param(lif_scan_autodiff, id="oracle")]
 # Every surrogate with the membrane term in the loss; the spikes-only loss and the
-# plain-autodiff path (lif_scan(..., implementation="autodiff")) with two surrogates.
+# autodiff oracle (tests/reference.py) with two surrogates.
 GRAD_CASES = (
-    [pytest.param(name, True, DEFAULT_IMPL, id=f"{name}-membrane") for name in surrogate.NAMES]
+    [pytest.param(name, True, lif_scan, id=f"{name}-membrane") for name in surrogate.NAMES]
+    + [pytest.param(name, False, lif_scan, id=f"{name}-spikes") for name in ("rectangular", "atan")]
     + [
-        pytest.param(name, False, DEFAULT_IMPL, id=f"{name}-spikes")
-        for name in ("rectangular", "atan")
-    ]
-    + [
-        pytest.param("rectangular", True, AUTODIFF, id="rectangular-membrane-autodiff"),
-        pytest.param("atan", False, AUTODIFF, id="atan-spikes-autodiff"),
+        pytest.param("rectangular", True, lif_scan_autodiff, id="rectangular-membrane-oracle"),
+        pytest.param("atan", False, lif_scan_autodiff, id="atan-spikes-oracle"),
     ]
 )
 
 
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
-@pytest.mark.parametrize(("name", "return_membrane", "extra"), GRAD_CASES)
-def test_stbp_gradient_equals_numpy_recursion(name, return_membrane, extra, detach_reset):
+@pytest.mark.parametrize(("name", "return_membrane", "scan"), GRAD_CASES)
+def test_stbp_gradient_equals_numpy_recursion(name, return_membrane, scan, detach_reset):
     shape = (T, B, N)
     x = inputs(shape, seed=21, mean=0.5, std=0.5)
     w_o, w_u = _loss_terms(shape)
     o, u = np_lif(x, TAU, V_TH)
     surr = functools.partial(np_surrogate, name)
     g_u = w_u if return_membrane else np.zeros(shape)
-    ref, _ = np_stbp(u, o, w_o, g_u, TAU, V_TH, surr, detach_reset)
+    ref = np_stbp(u, o, w_o, g_u, TAU, V_TH, surr, detach_reset)["x"]
     # the test can tell the reset term apart: the two recursions differ here
-    other, _ = np_stbp(u, o, w_o, g_u, TAU, V_TH, surr, not detach_reset)
+    other = np_stbp(u, o, w_o, g_u, TAU, V_TH, surr, not detach_reset)["x"]
     assert np.abs(ref - other).max() > 1e-2
     if name == "rectangular":  # many membranes inside the window |u - v_th| < 1/2
         assert (np.abs(u - V_TH) < 0.5).mean() > 0.4
@@ -411,22 +370,22 @@ def test_stbp_gradient_equals_numpy_recursion(name, return_membrane, extra, deta
         name=name,
         detach_reset=detach_reset,
         return_membrane=return_membrane,
-        extra=extra,
+        scan=scan,
     )
     chex.assert_shape(grad, shape)
     np.testing.assert_allclose(np.asarray(grad), ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("extra", IMPLS)
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
-def test_stbp_gradient_integrate_and_fire(detach_reset, extra):
+def test_stbp_gradient_integrate_and_fire(detach_reset, scan):
     """tau = 1: no leak, the gradient is carried undamped between spikes."""
     shape = (7, 2, 3)
     x = inputs(shape, seed=22, mean=0.2, std=0.4)
     w_o, w_u = _loss_terms(shape, seed=1)
     o, u = np_lif(x, 1.0, V_TH)
     surr = functools.partial(np_surrogate, "rectangular")
-    ref, _ = np_stbp(u, o, w_o, np.zeros(shape), 1.0, V_TH, surr, detach_reset)
+    ref = np_stbp(u, o, w_o, np.zeros(shape), 1.0, V_TH, surr, detach_reset)["x"]
     grad = _jax_grads(
         x,
         1.0,
@@ -435,7 +394,7 @@ def test_stbp_gradient_integrate_and_fire(detach_reset, extra):
         name="rectangular",
         detach_reset=detach_reset,
         return_membrane=False,
-        extra=extra,
+        scan=scan,
     )
     np.testing.assert_allclose(np.asarray(grad), ref, rtol=1e-5, atol=1e-6)
 
@@ -444,22 +403,23 @@ SCALAR_TAU = np.float32(0.6)
 NEURON_TAU = np.linspace(0.2, 0.9, N).astype(np.float32)
 ROW_TAU = np.full((1, N), 0.45, np.float32)
 TAU_CASES = [
-    pytest.param(SCALAR_TAU, DEFAULT_IMPL, id="scalar-default"),
-    pytest.param(NEURON_TAU, DEFAULT_IMPL, id="per_neuron-default"),
-    pytest.param(ROW_TAU, AUTODIFF, id="row-autodiff"),
+    pytest.param(SCALAR_TAU, lif_scan, id="scalar"),
+    pytest.param(NEURON_TAU, lif_scan, id="per_channel"),
+    pytest.param(ROW_TAU, lif_scan, id="row"),
+    pytest.param(ROW_TAU, lif_scan_autodiff, id="row-oracle"),
 ]
 
 
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
-@pytest.mark.parametrize(("tau", "extra"), TAU_CASES)
-def test_stbp_gradient_learnable_tau(tau, extra, detach_reset):
+@pytest.mark.parametrize(("tau", "scan"), TAU_CASES)
+def test_stbp_gradient_learnable_tau(tau, scan, detach_reset):
     shape = (T, B, N)
     x = inputs(shape, seed=23, mean=0.5, std=0.5)
     w_o, w_u = _loss_terms(shape, seed=2)
     o, u = np_lif(x, tau, V_TH)
     surr = functools.partial(np_surrogate, "rectangular")
-    ref_x, ref_tau_full = np_stbp(u, o, w_o, w_u, tau, V_TH, surr, detach_reset)
-    ref_tau = reduce_to(ref_tau_full, np.shape(tau))
+    ref = np_stbp(u, o, w_o, w_u, tau, V_TH, surr, detach_reset)
+    ref_tau = reduce_to(ref["tau"], np.shape(tau))
     assert np.abs(ref_tau).min() > 1e-3  # a real gradient to compare
 
     gx, gtau = _jax_grads(
@@ -470,17 +430,17 @@ def test_stbp_gradient_learnable_tau(tau, extra, detach_reset):
         name="rectangular",
         detach_reset=detach_reset,
         return_membrane=True,
-        extra=extra,
+        scan=scan,
         argnums=(0, 1),
     )
     chex.assert_shape(gtau, np.shape(tau))
-    np.testing.assert_allclose(np.asarray(gx), ref_x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gx), ref["x"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(gtau), ref_tau, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("extra", IMPLS)
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
-def test_stbp_gradient_through_init_state(detach_reset, extra):
+def test_stbp_gradient_through_init_state(detach_reset, scan):
     """Gradients reach the initial state (u0, o0) and tau's first-step term from it."""
     shape = (T, B, N)
     x = inputs(shape, seed=25, mean=0.5, std=0.5)
@@ -490,29 +450,70 @@ def test_stbp_gradient_through_init_state(detach_reset, extra):
     o0 = (rng.uniform(size=shape[1:]) < 0.5).astype(np.float32)
     o, u = np_lif(x, TAU, V_TH, u0=u0, o0=o0)
     surr = functools.partial(np_surrogate, "rectangular")
-    ref_x, ref_tau, ref_u0, ref_o0 = np_stbp(
-        u, o, w_o, w_u, TAU, V_TH, surr, detach_reset, u0=u0, o0=o0, with_init=True
-    )
-    assert np.abs(ref_u0).max() > 1e-2
+    ref = np_stbp(u, o, w_o, w_u, TAU, V_TH, surr, detach_reset, u0=u0, o0=o0)
+    assert np.abs(ref["u0"]).max() > 1e-2
 
     def loss(x, tau, u0, o0):
-        out, mem = lif_scan(
+        out, mem = scan(
             x,
             tau=tau,
             v_th=V_TH,
             detach_reset=detach_reset,
             init_state=LIFState(u0, o0),
             return_membrane=True,
-            **extra,
         )
         return jnp.sum(out * w_o) + jnp.sum(mem * w_u)
 
     args = (jnp.asarray(x), jnp.float32(TAU), jnp.asarray(u0), jnp.asarray(o0))
     gx, gtau, gu0, go0 = jax.jit(jax.grad(loss, (0, 1, 2, 3)))(*args)
-    np.testing.assert_allclose(np.asarray(gx), ref_x, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(gtau), ref_tau.sum(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(gu0), ref_u0, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(go0), ref_o0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gx), ref["x"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gtau), ref["tau"].sum(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gu0), ref["u0"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(go0), ref["o0"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
+def test_stbp_gradient_subtract_reset_per_channel_threshold(detach_reset, scan):
+    """Reset by subtraction, a learnable per-channel threshold and leak, an initial state:
+    the gradients of x, tau, v_th (spike term and reset term) and the state by hand."""
+    shape = (T, B, N)
+    x = inputs(shape, seed=27, mean=0.45, std=0.5)
+    w_o, w_u = _loss_terms(shape, seed=5)
+    tau = np.linspace(0.3, 0.9, N).astype(np.float32)
+    v_th = np.linspace(0.3, 0.6, N).astype(np.float32)
+    rng = np.random.default_rng(28)
+    u0 = rng.normal(0.4, 0.4, shape[1:]).astype(np.float32)
+    o0 = (rng.uniform(size=shape[1:]) < 0.5).astype(np.float32)
+    o, u = np_lif(x, tau, v_th, reset="subtract", u0=u0, o0=o0)
+    assert 0.1 < o.mean() < 0.9
+    surr = functools.partial(np_surrogate, "atan")
+    ref = np_stbp(u, o, w_o, w_u, tau, v_th, surr, detach_reset, "subtract", u0=u0, o0=o0)
+    # a zero-reset recursion would give another v_th gradient: the reset term counts here
+    zero = np_stbp(u, o, w_o, w_u, tau, v_th, surr, detach_reset, "zero", u0=u0, o0=o0)
+    assert np.abs(reduce_to(ref["v_th"] - zero["v_th"], (N,))).max() > 1e-2
+
+    def loss(x, tau, v_th, u0, o0):
+        out, mem = scan(
+            x,
+            tau=tau,
+            v_th=v_th,
+            surrogate=surrogate.atan(),
+            reset="subtract",
+            detach_reset=detach_reset,
+            init_state=LIFState(u0, o0),
+            return_membrane=True,
+        )
+        return jnp.sum(out * w_o) + jnp.sum(mem * w_u)
+
+    args = [jnp.asarray(a) for a in (x, tau, v_th, u0, o0)]
+    gx, gtau, gv, gu0, go0 = jax.jit(jax.grad(loss, (0, 1, 2, 3, 4)))(*args)
+    chex.assert_shape([gtau, gv], (N,))
+    np.testing.assert_allclose(np.asarray(gx), ref["x"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gtau), reduce_to(ref["tau"], (N,)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gv), reduce_to(ref["v_th"], (N,)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gu0), ref["u0"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(go0), ref["o0"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detach"])
@@ -528,10 +529,10 @@ def test_stbp_two_layers_spatial_and_temporal(detach_reset):
     o1, u1 = np_lif(x1, TAU, V_TH)
     x2 = np.einsum("tbi,ij->tbj", o1, w).astype(np.float32)
     o2, u2 = np_lif(x2, TAU, V_TH)
-    dx2, _ = np_stbp(u2, o2, w_o, np.zeros_like(w_o), TAU, V_TH, surr, detach_reset)
+    dx2 = np_stbp(u2, o2, w_o, np.zeros_like(w_o), TAU, V_TH, surr, detach_reset)["x"]
     dw_ref = np.einsum("tbi,tbj->ij", o1.astype(np.float64), dx2)
     g1 = np.einsum("tbj,ij->tbi", dx2, w.astype(np.float64))
-    dx1, _ = np_stbp(u1, o1, g1, np.zeros_like(g1), TAU, V_TH, surr, detach_reset)
+    dx1 = np_stbp(u1, o1, g1, np.zeros_like(g1), TAU, V_TH, surr, detach_reset)["x"]
     assert np.abs(dx1).max() > 1e-2
     assert np.abs(dw_ref).max() > 1e-2
 
@@ -553,9 +554,8 @@ def test_stbp_gradient_under_jit_and_vmap():
     x = inputs(shape, seed=24, mean=0.5, std=0.5)
     w_o, _ = _loss_terms(shape, seed=3)
     o, u = np_lif(x, TAU, V_TH)
-    ref, _ = np_stbp(
-        u, o, w_o, np.zeros(shape), TAU, V_TH, functools.partial(np_surrogate, "rectangular"), False
-    )
+    surr = functools.partial(np_surrogate, "rectangular")
+    ref = np_stbp(u, o, w_o, np.zeros(shape), TAU, V_TH, surr, False)["x"]
 
     def loss(x, w):
         return jnp.sum(lif_scan(x, tau=TAU, v_th=V_TH) * w)

@@ -26,7 +26,9 @@ outputs the membrane while the forward one outputs the spikes, so that the
 two are not merged into one by common-subexpression elimination. Unrolled
 completely (``unroll=T``, as the benchmarks run it) the loops are
 straight-line code, which XLA:CPU schedules best; else each loop writes its
-output over an input that nothing else keeps (see :func:`_lif_forward`).
+output over the sum it reads, which nothing else keeps. The loops are the LIF
+kernel's (:func:`snn_jax.functional.lif_vjp.lif_forward` and
+:func:`~snn_jax.functional.lif_vjp.stbp_reverse`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from snn_jax.functional.lif import check_lif_params
-from snn_jax.functional.lif_vjp import _cotangent_of, _stbp_reverse, _unrolled
-from snn_jax.functional.surrogate import SpikeFunction, heaviside
+from snn_jax.functional.lif_vjp import _after, _cotangent_of, lif_forward, stbp_reverse
+from snn_jax.functional.surrogate import SpikeFunction
 from snn_jax.functional.tdbn import tdbn_apply
 
 Array = jax.Array
@@ -83,20 +85,6 @@ def unpack_spikes(p: Array, channels: int, dtype=jnp.float32) -> Array:
     """
     bits = (p[..., None] >> _SHIFTS) & 1
     return bits.reshape(*p.shape[:-1], -1)[..., :channels].astype(dtype)
-
-
-def _after(x: Array, c: Array) -> Array:
-    """``x``, bitwise unchanged, computed only once ``c`` exists (module docstring).
-
-    ``c`` (part of a cotangent) broadcasts against ``x`` along ``x``'s batch
-    axes, so that with the batch split over devices each device only uses its
-    own part (a scalar taken from the whole cotangent would need the others').
-    """
-    uint = jnp.dtype(f"uint{8 * x.dtype.itemsize}")
-    bits = x if x.dtype == uint else jax.lax.bitcast_convert_type(x, uint)
-    c_bits = jax.lax.bitcast_convert_type(c.astype(jnp.float32), jnp.uint32).astype(uint)
-    bits = jnp.minimum(bits, bits | c_bits)
-    return bits if x.dtype == uint else jax.lax.bitcast_convert_type(bits, x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -235,46 +223,19 @@ def _sum(terms, spikes) -> Array:
     return x if spikes is None else x + spikes.astype(jnp.float32)
 
 
-def _lif_forward(x, tau, v_th, unroll, output):
-    """``o[1..T]`` (or ``u[1..T]``, ``output="membrane"``) from rest, fed by the currents ``x``.
-
-    Unrolled completely (``unroll`` True or at least ``T``) the loop is
-    straight-line code; else a ``fori_loop`` that writes ``o[t]`` (or
-    ``u[t]``) over ``x[t]``, which its callers create for it and do not keep.
-    XLA:CPU allocates the stacked output buffer of a ``lax.scan`` at the start
-    of the program, where it lives through the whole step: with scans here the
-    ResNet-19 step at T = 4 and ``unroll=1`` needed 244 MiB, with these loops
-    150 MiB (unrolled: 131 MiB).
-    """
-
-    def step(leaked, x_t):
-        u = leaked + x_t
-        o = heaviside(u - v_th)
-        return tau * u * (1 - o), o if output == "spikes" else u
-
-    leaked = jnp.zeros_like(x[0])
-    steps = x.shape[0]
-    if _unrolled(unroll, steps):
-        ys = [None] * steps
-        for t in range(steps):
-            leaked, ys[t] = step(leaked, x[t])
-        return jnp.stack(ys)
-
-    def body(t, carry):
-        leaked, buf = carry
-        leaked, y = step(leaked, jax.lax.dynamic_index_in_dim(buf, t, keepdims=False))
-        return leaked, jax.lax.dynamic_update_index_in_dim(buf, y, t, 0)
-
-    return jax.lax.fori_loop(0, steps, body, (leaked, x))[1]
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
 def _lif_currents(terms, spikes, tau, v_th, spike, detach_reset, unroll):
-    return _lif_forward(_sum(terms, spikes), tau, v_th, unroll, "spikes")
+    return _from_rest(_sum(terms, spikes), tau, v_th, unroll, "spikes")
+
+
+def _from_rest(x, tau, v_th, unroll, output):
+    """``o[1..T]`` or ``u[1..T]`` (``output``) of the hard-reset LIF from rest, over ``x``."""
+    rule = dict(tau=tau, v_th=v_th, reset="zero", unroll=unroll, output=output)
+    return lif_forward(x, jnp.zeros_like(x[0]), in_place=True, **rule)
 
 
 def _lif_currents_fwd(terms, spikes, tau, v_th, spike, detach_reset, unroll):
-    out = _lif_forward(_sum(terms, spikes), tau, v_th, unroll, "spikes")
+    out = _from_rest(_sum(terms, spikes), tau, v_th, unroll, "spikes")
     bits = None if spikes is None else (pack_spikes(spikes), jnp.zeros((0,), spikes.dtype))
     return out, (terms, bits)
 
@@ -287,9 +248,9 @@ def _lif_currents_bwd(tau, v_th, spike, detach_reset, unroll, res, g):
         spikes = unpack_spikes(_after(packed, g[..., : packed.shape[-1]]), g.shape[-1], like.dtype)
     # The z's gated on g: else the recomputed sum is scheduled in the forward pass.
     x = _sum([(_after(z, g), a, b) for z, a, b in terms], spikes)
-    u = _lif_forward(x, tau, v_th, unroll, "membrane")
-    rule = dict(tau=tau, v_th=v_th, spike=spike, detach_reset=detach_reset)
-    dx, _ = _stbp_reverse(u, g, None, unroll=unroll, **rule)
+    u = _from_rest(x, tau, v_th, unroll, "membrane")
+    rule = dict(tau=tau, v_th=v_th, spike=spike, reset="zero", detach_reset=detach_reset)
+    dx, _ = stbp_reverse(u, g, None, unroll=unroll, **rule)
     axes = tuple(range(dx.ndim - 1))
     dshift = jnp.sum(dx, axes)
     dterms = tuple(

@@ -10,11 +10,14 @@ with ``u[0] = o[0] = 0``. ``reset="subtract"`` (reset by subtraction, the
 integrate-and-fire neuron of ANN-to-SNN conversion) charges instead with
 ``u[t] = tau * (u[t-1] - V_th * o[t-1]) + x[t]``: the membrane keeps what
 exceeded the threshold. ``H`` is the exact Heaviside step whose backward pass
-is a surrogate derivative (``snn_jax.surrogate``). Reverse-mode autodiff of the
-``lax.scan`` below is spatio-temporal backpropagation (METHOD.md section 3):
-the gradient reaches ``u[t]`` from ``o[t]`` (space) and from ``u[t+1]``
-through the leak ``tau * (1 - o[t])`` and through the reset ``-tau * u[t]``.
-``detach_reset=True`` treats ``(1 - o)`` as a constant and drops the reset term.
+is a surrogate derivative (``snn_jax.surrogate``). :func:`lif_step` is one
+step, for a caller that scans it; :func:`lif_scan` runs all ``T`` steps with
+the hand-written backward pass of :mod:`snn_jax.functional.lif_vjp`, which is
+spatio-temporal backpropagation (METHOD.md section 3), equal to reverse-mode
+autodiff of a ``lax.scan`` of :func:`lif_step`: the gradient reaches ``u[t]``
+from ``o[t]`` (space) and from ``u[t+1]`` through the leak and the reset.
+``detach_reset=True`` treats ``o[t-1]`` in the charge as a constant and drops
+the reset's term.
 ``tau = 1`` is the (non-leaky) integrate-and-fire neuron.
 
 :func:`aggregate_gradient` gives a spike train the backward pass of spike-based
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from snn_jax.functional import surrogate as surrogate_lib
-from snn_jax.functional.lif_vjp import lif_scan_custom_vjp
+from snn_jax.functional.lif_vjp import lif_kernel
 
 Array = jax.Array
 
@@ -173,30 +176,30 @@ def lif_scan(
     init_state: LIFState | None = None,
     return_membrane: bool = False,
     unroll: int | bool = 1,
-    implementation: str = "custom_vjp",
 ) -> Array | tuple[Array, Array]:
-    """Runs the LIF neuron over time: one ``jax.lax.scan`` over axis 0.
+    """Runs the LIF neuron over time (axis 0) with the hand-written STBP backward pass.
+
+    The values and gradients are those of a ``lax.scan`` of :func:`lif_step`
+    (tested), computed by :mod:`snn_jax.functional.lif_vjp`, which keeps only
+    the membrane ``u`` for the backward pass.
 
     Args:
       x: input current, time-major ``[T, B, ...]``.
-      tau: leak in (0, 1] (1 = integrate-and-fire); an array broadcastable to
-        ``x[0]`` for a learnable leak (it is cast to ``x.dtype``).
-      v_th: firing threshold (> 0); an array broadcastable to ``x[0]`` for one
-        threshold per channel (it is cast to ``x.dtype``).
-      surrogate: spike function; ``None`` means ``surrogate.rectangular(1.0)``.
-      detach_reset: stop the gradient through the reset ``(1 - o)``.
+      tau: leak in (0, 1] (1 = integrate-and-fire): a Python number (a
+        constant), or an array (it receives a gradient: a learnable leak) of
+        shape ``()``, one per channel ``[C]`` or one per neuron (``x[0]``'s
+        shape, or any shape that broadcasts to it); cast to ``x.dtype``.
+      v_th: firing threshold (> 0), a number or an array as ``tau`` (a
+        learnable threshold, e.g. one per channel).
+      surrogate: a :class:`snn_jax.surrogate.SpikeFunction`; ``None`` means
+        ``surrogate.rectangular(1.0)``.
+      detach_reset: stop the gradient through ``o[t-1]`` in the charge.
       reset: ``"zero"`` (hard reset, default) or ``"subtract"`` (see :func:`lif_step`).
       init_state: state before the first step; ``None`` is the resting state.
       return_membrane: also return the membrane trace ``u``.
-      unroll: unroll factor of the time loop (a speed knob; the result is the
-        same). ``True`` or ``>= T``: straight-line code. The custom_vjp's
-        backward loop below that runs one step per iteration, in place.
-      implementation: ``"custom_vjp"`` (default) runs the hand-written STBP
-        backward of :mod:`snn_jax.functional.lif_vjp`, which keeps only the
-        membrane ``u`` for the backward pass; ``"autodiff"`` differentiates the plain
-        scan of :func:`lif_step`. Both give the same values and gradients; a
-        surrogate that is not a ``SpikeFunction``, a traced or array ``v_th``
-        or ``reset="subtract"`` always uses ``"autodiff"``.
+      unroll: unroll factor of the forward time loop (a speed knob; the result
+        is the same). ``True`` or ``>= T``: straight-line code; below that
+        the backward loop runs one step per iteration, in place.
 
     Returns:
       Spikes ``o`` of shape ``[T, B, ...]`` (exactly 0 or 1, dtype of ``x``), or
@@ -205,13 +208,18 @@ def lif_scan(
     Raises:
       ValueError: ``x`` without time and batch axes; ``tau`` or ``v_th`` out of
         range or not broadcastable to one step ``x[0]``; ``init_state`` arrays
-        not of ``x[0]``'s shape; an unknown ``reset`` or ``implementation``.
-      TypeError: an ``x`` that is not floating point.
+        not of ``x[0]``'s shape; an unknown ``reset``.
+      TypeError: an ``x`` that is not floating point; a ``surrogate`` that is
+        not a ``SpikeFunction``.
 
     >>> x = jnp.full((3, 1), 0.2)
     >>> o, u = lif_scan(x, return_membrane=True)
     >>> u[:, 0]  # 0.2, 0.25 * 0.2 + 0.2, 0.25 * 0.25 + 0.2
     Array([0.2   , 0.25  , 0.2625], dtype=float32)
+    >>> v_th = jnp.array([0.3, 0.5])                  # one learnable threshold per channel
+    >>> g = jax.grad(lambda v: lif_scan(jnp.full((2, 1, 2), 0.4), v_th=v, reset="subtract").sum())
+    >>> g(v_th)                                       # -sum_t s(u[t] - v_th) (+ the reset's term)
+    Array([-2.175, -1.875], dtype=float32)
     """
     if x.ndim < 2:
         raise ValueError(
@@ -221,6 +229,13 @@ def lif_scan(
         raise TypeError(
             f"lif_scan expects a floating-point input current, got dtype {x.dtype}; "
             "cast it first, e.g. x.astype(jnp.float32)"
+        )
+    spike = surrogate_lib.get("rectangular", width=1.0) if surrogate is None else surrogate
+    if not isinstance(spike, surrogate_lib.SpikeFunction):
+        raise TypeError(
+            f"lif_scan expects a snn_jax.surrogate.SpikeFunction as surrogate, got "
+            f"{type(spike).__name__}; build one with snn_jax.surrogate.get(name, ...) or a "
+            "factory such as snn_jax.surrogate.atan(2.0), or pass None for rectangular(1.0)"
         )
     check_lif_params(tau, v_th, reset)
     step_shape = x.shape[1:]
@@ -233,48 +248,23 @@ def lif_scan(
             )
     if init_state is not None:
         _check_state("init_state", init_state, step_shape)
-    if implementation not in ("custom_vjp", "autodiff"):
-        raise ValueError(
-            f"implementation must be 'custom_vjp' or 'autodiff', got {implementation!r}"
-        )
     if not isinstance(tau, int | float):
         tau = jnp.asarray(tau, x.dtype)
     if not isinstance(v_th, int | float):
         v_th = jnp.asarray(v_th, x.dtype)
-    state = LIFState.zeros(x.shape[1:], x.dtype) if init_state is None else init_state
-    spike = surrogate or surrogate_lib.get("rectangular", width=1.0)
-    if (
-        implementation == "custom_vjp"
-        and reset == "zero"
-        and isinstance(spike, surrogate_lib.SpikeFunction)
-        and isinstance(v_th, int | float)
-    ):
-        return lif_scan_custom_vjp(
-            x,
-            jnp.asarray(tau, x.dtype),
-            state.u.astype(x.dtype),
-            state.o.astype(x.dtype),
-            v_th=float(v_th),
-            surrogate=spike,
-            detach_reset=detach_reset,
-            return_membrane=return_membrane,
-            unroll=unroll,
-        )
-
-    def step(state, x_t):
-        state, o = lif_step(
-            state,
-            x_t,
-            tau=tau,
-            v_th=v_th,
-            surrogate=spike,
-            detach_reset=detach_reset,
-            reset=reset,
-        )
-        return state, (o, state.u) if return_membrane else o
-
-    _, out = jax.lax.scan(step, state, x, unroll=unroll)
-    return out
+    state = LIFState.zeros(step_shape, x.dtype) if init_state is None else init_state
+    return lif_kernel(
+        x,
+        state.u.astype(x.dtype),
+        state.o.astype(x.dtype),
+        tau=tau,
+        v_th=v_th,
+        surrogate=spike,
+        reset=reset,
+        detach_reset=detach_reset,
+        return_membrane=return_membrane,
+        unroll=unroll,
+    )
 
 
 def aggregate_gradient(x: Array, spikes: Array, v_th: float | Array) -> Array:
