@@ -250,7 +250,8 @@ def check_lif() -> dict:
             raise AssertionError(f"unroll={unroll}: {flips} of {o.size} spikes differ from NumPy")
         np.testing.assert_allclose(u, ref_u, rtol=1e-5, atol=1e-6, err_msg=f"u, unroll={unroll}")
         np.testing.assert_allclose(g, ref_g, rtol=1e-4, atol=1e-5, err_msg=f"grad, unroll={unroll}")
-        detail[f"unroll{unroll}_max_grad_err"] = float(np.max(np.abs(g - ref_g)))
+        name = "looped" if unroll == 1 else "unrolled"
+        detail[f"{name}_max_grad_err"] = float(np.max(np.abs(g - ref_g)))
     return detail
 
 
@@ -710,7 +711,8 @@ def targets(results: dict) -> list[dict]:
         met = (faster and any(x <= 1.0 for _, x in options)) if options else None
         add("spikingjelly", text, met)
     else:
-        add("spikingjelly", results["spikingjelly"].get("status", "not measured"), None)
+        status = results["spikingjelly"].get("status", "not run")
+        add("spikingjelly", f"not measured at T = 4, B = {b} (SpikingJelly: {status})", None)
     return rows
 
 
@@ -870,6 +872,9 @@ def main(argv):
         allocator=allocator,
     )
     print(markdown(results))
+    failed = [c["check"] for c in results["checks"] if c["passed"] is False]
+    if failed:
+        raise SystemExit(f"failed checks: {', '.join(failed)} (results written to the output)")
 
 
 if __name__ == "__main__":
