@@ -2,7 +2,7 @@ r"""One prepared GPU check: correctness on the device, then the ResNet-19 step, 
 LIF at GPU sizes, and SpikingJelly's ResNet-19 timed in the same run.
 
     python -m experiments.benchmarks.gpu_check --out=gpu_check_out     # one H200: under 8 min
-    python -m experiments.benchmarks.gpu_check --smoke --out=/tmp/gc   # CPU, tiny, under a minute
+    python -m experiments.benchmarks.gpu_check --smoke --out=/tmp/gc   # CPU, tiny sizes, for tests
 
 On the lent GPU machine ``experiments/benchmarks/gpu_check.sh`` installs the
 carried wheels (``gpu_wheels.txt``) and runs the first command; the
@@ -78,7 +78,7 @@ _BATCH = flags.DEFINE_integer(
     64,
     "SNN batch B of the step, memory and SpikingJelly cases (the ANN twin gets B*T). 64: the "
     "ANN twin then trains on 128 to 384 CIFAR images per step, enough to keep an H200 busy, "
-    "while the largest case (T = 16, plain BPTT, 1024 image-steps) stays near 20 GB and "
+    "while the largest case (T = 16, plain BPTT, 1024 image-steps) needs an estimated 20 GB and "
     "every case compiles and runs inside the budget.",
 )
 _REPEATS = flags.DEFINE_integer("check_repeats", 20, "Timed steps per case, after a warm-up.")
