@@ -69,6 +69,7 @@ from experiments import configs as configs_pkg
 from experiments.benchmarks import run
 from snn_jax import models, training
 from snn_jax.data import describe
+from snn_jax.nn import NeuronSpec
 from snn_jax.training import sharding
 
 # run.py's flags serve here too: --out, --smoke, --allocator (and --dtype, which
@@ -198,7 +199,7 @@ def small_resnet(memory: str, time_steps: int):
         stage_sizes=(1, 1),
         hidden_features=6,
         memory=memory,
-        unroll=time_steps,
+        neuron=NeuronSpec(unroll=time_steps),
     )
 
 
