@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from jax.ad_checkpoint import print_saved_residuals
 
-import snn_jax
 from snn_jax import surrogate
 from snn_jax.functional import (
     Currents,
@@ -19,6 +18,7 @@ from snn_jax.functional import (
 )
 from snn_jax.models import BottleneckBlock, SpikingResNet, get_model
 from snn_jax.models.layers import LayerFactory
+from snn_jax.nn import NeuronSpec, NormNeuron
 from tests.reference import lif_scan_autodiff
 
 T, B, H, C = 3, 2, 5, 11
@@ -186,7 +186,7 @@ def _resnet(memory, **kw):
         stage_sizes=(2, 1),
         hidden_features=6,
         memory=memory,
-        unroll=T,
+        neuron=NeuronSpec(unroll=T),
         **kw,
     )
 
@@ -246,11 +246,12 @@ def test_compact_model_equals_the_plain_model(name, make):
 @pytest.mark.parametrize(
     ("setting", "match"),
     [
-        (dict(neuron="relu", norm="bn"), "neuron='relu'"),
+        (dict(neuron=NeuronSpec(kind="relu"), norm="bn"), "neuron kind 'relu'"),
         (dict(norm="none"), "norm='none'"),
-        (dict(reset="subtract"), "reset='subtract'"),
-        (dict(channel_threshold=True), "channel_threshold"),
-        (dict(gradient="aggregate"), "gradient='aggregate'"),
+        (dict(neuron=NeuronSpec(reset="subtract")), "reset='subtract'"),
+        (dict(neuron=NeuronSpec(channel_threshold=True)), "channel_threshold"),
+        (dict(neuron=NeuronSpec(gradient="aggregate")), "gradient='aggregate'"),
+        (dict(neuron=NeuronSpec(learn_tau=True)), "learn_tau"),
     ],
 )
 def test_compact_rejects_settings_it_cannot_store_compactly(setting, match):
@@ -258,13 +259,9 @@ def test_compact_rejects_settings_it_cannot_store_compactly(setting, match):
         LayerFactory(memory="compact", **setting)
     with pytest.raises(ValueError, match=match):
         get_model("plain", depth=2, width=4, memory="compact", **setting)
-
-
-def test_lif_on_currents_rejects_unsupported_settings():
-    terms, _ = _currents(False, False)
-    layer = snn_jax.nn.LIF(reset="subtract")
-    with pytest.raises(ValueError, match="reset='subtract'"):
-        layer.apply({}, Currents(tuple(terms)))
+    norm = setting.get("norm", "tdbn")
+    with pytest.raises(ValueError, match=match):
+        NormNeuron(setting.get("neuron", NeuronSpec()), norm, compact=True)
 
 
 def test_compact_uses_the_plain_parameter_tree():
@@ -293,7 +290,12 @@ def test_compact_needs_less_compiled_memory_than_plain_bptt(unroll):
     temp = {}
     for memory in ("none", "compact"):
         model = SpikingResNet(
-            num_classes=5, time_steps=4, width=16, stage_sizes=(2, 1), memory=memory, unroll=unroll
+            num_classes=5,
+            time_steps=4,
+            width=16,
+            stage_sizes=(2, 1),
+            memory=memory,
+            neuron=NeuronSpec(unroll=unroll),
         )
         variables = model.init(jax.random.key(1), x)
 

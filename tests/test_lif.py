@@ -278,7 +278,7 @@ def test_rejects_concrete_parameters_out_of_range(kwargs, message):
     with pytest.raises(ValueError, match=message):
         lif_scan(jnp.zeros((T, B, N)), **kwargs)
     with pytest.raises(ValueError, match=message):
-        snn.LIF(**kwargs).apply({}, jnp.zeros((T, B, N)))
+        snn.LIF(snn.NeuronSpec(**kwargs)).apply({}, jnp.zeros((T, B, N)))
     currents = Currents.affine(jnp.zeros((T, B, N)), jnp.ones(N), jnp.zeros(N))
     rule = {"tau": 0.25, "v_th": 0.5, **kwargs}
     with pytest.raises(ValueError, match=message):

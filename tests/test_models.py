@@ -137,12 +137,11 @@ def test_forward_shapes_static_and_time_major(name, norm):
             assert shapes(state["batch_stats"]) == shapes(variables["batch_stats"])
 
 
-@pytest.mark.parametrize(
-    ("memory", "leaf"), [("none", "lif/firing_rate"), ("compact", "firing_rate")]
-)
-def test_firing_rate_paths_are_readable(memory, leaf):
-    """Each unit sows one rate: at ``<unit>/lif/firing_rate``, or ``<unit>/firing_rate`` when
-    compact (the unit runs the neurons itself)."""
+@pytest.mark.parametrize("memory", ["none", "compact"])
+def test_firing_rate_paths_are_readable(memory):
+    """Each unit sows one rate at ``<unit>/lif/firing_rate``, compact or not (a compact unit
+    runs the neurons itself and has its LIF layer record the rate)."""
+    leaf = "lif/firing_rate"
     model = models.get_model("resnet19", time_steps=T, memory=memory, **TINY)
     variables = abstract_init(model, static_input())
     _, state = abstract_apply(model, variables, static_input(), True)
@@ -535,10 +534,10 @@ def test_neuron_settings_are_one_spec():
     """The neuron is one ``NeuronSpec`` field: a bad one fails when the spec is made, a string
     or a loose neuron field is an error naming it (tests/test_nn_modules.py checks each field)."""
     with pytest.raises(
-        ValueError, match=r"unknown neuron kind 'tanh'; expected one of \('lif', 'relu'\)"
+        ValueError, match=r"NeuronSpec\.kind = 'tanh': must be one of \('lif', 'relu'\)"
     ):
         models.get_model("resnet18", neuron=snn.NeuronSpec(kind="tanh"))
-    with pytest.raises(ValueError, match=r"unknown surrogate 'erf'; expected one of"):
+    with pytest.raises(ValueError, match=r"NeuronSpec\.surrogate = 'erf': must be one of"):
         models.get_model("resnet18", neuron=snn.NeuronSpec(surrogate="erf"))
     with pytest.raises(TypeError, match=r"neuron must be a snn_jax.nn.NeuronSpec, got 'relu'"):
         models.get_model("resnet18", neuron="relu")

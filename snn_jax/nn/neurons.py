@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ GRADIENTS: tuple[str, ...] = ("stbp", "aggregate")
 
 
 def _real(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 # (field, test, requirement): every setting's valid range, stated once.
@@ -231,8 +232,17 @@ class LIF(nn.Module):
         )
         if spec.gradient == "aggregate":
             spikes = lif_lib.aggregate_gradient(x, spikes, v_th)
-        self.sow("intermediates", "firing_rate", rate_per_example(spikes))
+        self.record(spikes)
         return spikes
+
+    def record(self, spikes: jax.Array) -> None:
+        """Sows each example's firing rate of ``spikes`` ``[T, B, ...]`` (``[B]``).
+
+        A call does it; a unit that computes this layer's spikes by a fused
+        kernel (:class:`snn_jax.nn.NormNeuron` with ``compact``) calls it so
+        that the rates are found at the same path either way.
+        """
+        self.sow("intermediates", "firing_rate", rate_per_example(spikes))
 
 
 def rate_per_example(spikes: jax.Array) -> jax.Array:

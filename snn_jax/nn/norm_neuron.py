@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from snn_jax.functional.compact import Currents, lif_from_currents
-from snn_jax.nn.neurons import LIF, NeuronSpec, rate_per_example
+from snn_jax.nn.neurons import LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
 
 __all__ = ["NORMS", "NormNeuron", "compact_conflicts"]
@@ -66,8 +66,8 @@ class NormNeuron(nn.Module):
         (see :func:`compact_conflicts` for what it needs).
       axis_name: the norms' ``axis_name`` (see :class:`TdBatchNorm`).
 
-    Layers: the norms (``norm_names``) and, unless compact, ``lif`` (a
-    :class:`LIF`). Firing rates are sown by the LIF, or by this unit when compact.
+    Layers: the norms (``norm_names``) and ``lif`` (a :class:`LIF`, which sows
+    the firing rates; when compact, only that).
 
     >>> import jax
     >>> unit = NormNeuron(NeuronSpec(), alphas=(0.7, 0.7), norm_names=("norm", "shortcut_norm"))
@@ -150,5 +150,5 @@ class NormNeuron(nn.Module):
             detach_reset=spec.detach_reset,
             unroll=spec.unroll,
         )
-        self.sow("intermediates", "firing_rate", rate_per_example(out))
+        LIF(spec, name="lif").record(out)
         return out
