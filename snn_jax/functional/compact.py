@@ -39,16 +39,10 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from snn_jax.functional.lif import check_lif_params
-from snn_jax.functional.lif_vjp import (
-    _after,
-    _cotangent_of,
-    lif_forward,
-    pack_spikes,
-    stbp_reverse,
-    unpack_spikes,
-)
+from snn_jax.functional.lif_vjp import _after, _cotangent_of, lif_forward, stbp_reverse
 from snn_jax.functional.surrogate import SpikeFunction
 from snn_jax.functional.tdbn import tdbn_apply
 
@@ -61,6 +55,36 @@ __all__ = [
     "spike_conv_general_dilated",
     "unpack_spikes",
 ]
+
+_SHIFTS = np.arange(8, dtype=np.uint8)  # NumPy: importing must not start a JAX backend
+
+
+def pack_spikes(s: Array) -> Array:
+    """Spikes ``[..., C]`` as bits: ``uint8[..., ceil(C / 8)]``; channel ``8k + i`` is bit ``i``.
+
+    A nonzero entry counts as a spike.
+
+    >>> p = pack_spikes(jnp.array([[1.0, 0, 1, 1, 0, 0, 0, 0, 1]]))
+    >>> p, p.dtype
+    (Array([[13,  1]], dtype=uint8), dtype('uint8'))
+    """
+    channels = s.shape[-1]
+    bits = (s != 0).astype(jnp.uint8)
+    pad = -channels % 8
+    if pad:
+        bits = jnp.pad(bits, [(0, 0)] * (s.ndim - 1) + [(0, pad)])
+    bits = bits.reshape(*s.shape[:-1], -1, 8) << _SHIFTS
+    return jnp.sum(bits, axis=-1, dtype=jnp.uint8)  # disjoint bits: the sum is the OR
+
+
+def unpack_spikes(p: Array, channels: int, dtype=jnp.float32) -> Array:
+    """The inverse of :func:`pack_spikes`: ``[..., channels]`` of 0 and 1 in ``dtype``.
+
+    >>> unpack_spikes(jnp.array([[13, 1]], jnp.uint8), 9)
+    Array([[1., 0., 1., 1., 0., 0., 0., 0., 1.]], dtype=float32)
+    """
+    bits = (p[..., None] >> _SHIFTS) & 1
+    return bits.reshape(*p.shape[:-1], -1)[..., :channels].astype(dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

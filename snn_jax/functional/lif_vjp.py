@@ -57,13 +57,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from snn_jax.functional.surrogate import SpikeFunction, heaviside
 
 Array = jax.Array
 
-__all__ = ["lif_forward", "lif_kernel", "pack_spikes", "stbp_reverse", "unpack_spikes"]
+__all__ = ["lif_forward", "lif_kernel", "stbp_reverse"]
 
 
 def _unrolled(unroll: int | bool, steps: int) -> bool:
@@ -182,37 +181,6 @@ def stbp_reverse(u, g_o, g_u, *, tau, v_th, spike, reset, detach_reset, unroll, 
     return d, acc
 
 
-_SHIFTS = np.arange(8, dtype=np.uint8)  # NumPy: importing must not start a JAX backend
-
-
-def pack_spikes(s: Array) -> Array:
-    """Spikes ``[..., C]`` as bits: ``uint8[..., ceil(C / 8)]``; channel ``8k + i`` is bit ``i``.
-
-    A nonzero entry counts as a spike.
-
-    >>> p = pack_spikes(jnp.array([[1.0, 0, 1, 1, 0, 0, 0, 0, 1]]))
-    >>> p, p.dtype
-    (Array([[13,  1]], dtype=uint8), dtype('uint8'))
-    """
-    channels = s.shape[-1]
-    bits = (s != 0).astype(jnp.uint8)
-    pad = -channels % 8
-    if pad:
-        bits = jnp.pad(bits, [(0, 0)] * (s.ndim - 1) + [(0, pad)])
-    bits = bits.reshape(*s.shape[:-1], -1, 8) << _SHIFTS
-    return jnp.sum(bits, axis=-1, dtype=jnp.uint8)  # disjoint bits: the sum is the OR
-
-
-def unpack_spikes(p: Array, channels: int, dtype=jnp.float32) -> Array:
-    """The inverse of :func:`pack_spikes`: ``[..., channels]`` of 0 and 1 in ``dtype``.
-
-    >>> unpack_spikes(jnp.array([[13, 1]], jnp.uint8), 9)
-    Array([[1., 0., 1., 1., 0., 0., 0., 0., 1.]], dtype=float32)
-    """
-    bits = (p[..., None] >> _SHIFTS) & 1
-    return bits.reshape(*p.shape[:-1], -1)[..., :channels].astype(dtype)
-
-
 def _after(x: Array, c: Array) -> Array:
     """``x``, bitwise unchanged, computed only once ``c`` exists.
 
@@ -294,37 +262,16 @@ def _lif_fwd(x, u0, o0, learned, rule):
     leaked = _leak(u0, o0, p["tau"], p["v_th"], rule.reset)
     u = lif_forward(x, leaked, **p, reset=rule.reset, unroll=rule.unroll)
     o = heaviside(u - p["v_th"])
-    # A learned threshold's gradient needs the spikes after the reverse loop (_threshold_sum),
-    # which writes over u: kept as bits, 1/32 of a float series.
-    fired = pack_spikes(o[:-1]) if "v_th" in learned else None
     # x[:0] holds no data, only x's type: the mesh axes it varies over in shard_map.
-    return ((o, u) if rule.return_membrane else o), (u, u0, o0, learned, fired, x[:0])
-
-
-def _threshold_sum(d, g_u, fired, tau):
-    """``sum_t d[t+1] * dl/dV_th[t] - e[t] * s(u[t] - V_th)`` over ``t = 1..T``, per element.
-
-    From ``d[t] = e[t] * s + dl/du[t] * d[t+1] + h[t]``, with ``dl/du = tau * (1 - o)``
-    and ``dl/dV_th = 0`` (zero reset) or ``dl/du = tau``, ``dl/dV_th = -tau * o``
-    (subtract), both resets give ``-sum_t d[t] + sum_t h[t] + tau * sum_t (1 - o[t]) *
-    d[t+1]``: a sum over the reverse loop's output and the spikes ``fired``
-    (``o[1..T-1]`` as bits, :func:`pack_spikes`), in one pass after the loop
-    instead of a second sum inside it.
-    """
-    keep = 1 - unpack_spikes(fired, d.shape[-1], d.dtype)
-    total = jnp.sum(d[1:] * (tau * keep - 1), axis=0) - d[0]
-    return total if g_u is None else total + jnp.sum(g_u, axis=0)
+    return ((o, u) if rule.return_membrane else o), (u, u0, o0, learned, x[:0])
 
 
 def _lif_bwd(rule, res, g):
-    u, u0, o0, learned, fired, x_type = res
+    u, u0, o0, learned, x_type = res
     p = _params(rule, learned)
     g_o, g_u = g if rule.return_membrane else (g, None)
     kw = dict(p, spike=rule.spike, reset=rule.reset, detach_reset=rule.detach_reset)
-    in_loop = tuple(name for name in learned if name != "v_th")
-    dx, sums = stbp_reverse(u, g_o, g_u, unroll=rule.unroll, sums=in_loop, **kw)
-    if "v_th" in learned:
-        sums["v_th"] = _threshold_sum(dx, g_u, fired, p["tau"])
+    dx, sums = stbp_reverse(u, g_o, g_u, unroll=rule.unroll, sums=tuple(learned), **kw)
     # The first step, u[1] = l(u0, o0) + x[1]: the initial state's terms.
     first = _charge_partials(u0, o0, p["tau"], p["v_th"], rule.reset)
     du0 = first.u * dx[0]
