@@ -76,7 +76,7 @@ def test_subtract_reset_stbp_gradient_equals_numpy_recursion(detach):
     grad = jax.grad(loss)(jnp.asarray(x))
     o, u = np_lif(x, 0.7, v_th, "subtract")
     rectangular = lambda v: (np.abs(v) < width / 2) / width  # noqa: E731
-    ref = np_stbp(u, o, g, 0.0, 0.7, v_th, rectangular, detach, reset="subtract")["x"]
+    ref = np_stbp(u, o, g, np.zeros_like(g), 0.7, v_th, rectangular, detach, reset="subtract")["x"]
     np.testing.assert_allclose(grad, ref, rtol=1e-5, atol=1e-6)
 
 
