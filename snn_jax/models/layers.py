@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from snn_jax.functional.compact import spike_conv_general_dilated
 from snn_jax.nn import NORMS, NeuronSpec, NormNeuron, direct_encode, fold_time, unfold_time
-from snn_jax.nn.norm_neuron import compact_conflicts
+from snn_jax.nn.norm_neuron import check_compact
 
 __all__ = [
     "MEMORY_OPTIONS",
@@ -147,13 +147,8 @@ class LayerFactory:
                 f"neuron must be a snn_jax.nn.NeuronSpec, got {self.neuron!r}; e.g. "
                 "NeuronSpec(kind='relu') for the ANN twin"
             )
-        if self.memory == "compact" and compact_conflicts(self.neuron, self.norm):
-            names = ", ".join(compact_conflicts(self.neuron, self.norm))
-            raise ValueError(
-                "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
-                f"constant leak and threshold and the STBP gradient; got {names}. Use "
-                "memory='none' or 'remat'"
-            )
+        if self.memory == "compact":
+            check_compact(self.neuron, self.norm)
 
     def conv(
         self,

@@ -25,7 +25,7 @@ from snn_jax.functional.compact import Currents, lif_from_currents
 from snn_jax.nn.neurons import LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
 
-__all__ = ["NORMS", "NormNeuron", "compact_conflicts"]
+__all__ = ["NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
 
 # "tdbn": TdBatchNorm with the unit's alpha and the neurons' V_th (METHOD.md section 4);
 # "bn": ordinary batch norm over the same axes (a TdBatchNorm with alpha * V_th = 1);
@@ -51,6 +51,17 @@ def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
         "learn_tau": neuron.learn_tau,
     }
     return [name for name, present in conflicts.items() if present]
+
+
+def check_compact(neuron: NeuronSpec, norm: str) -> None:
+    """Raises ``ValueError`` naming the :func:`compact_conflicts` of a compact unit, if any."""
+    conflicts = compact_conflicts(neuron, norm)
+    if conflicts:
+        raise ValueError(
+            "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
+            f"constant leak and threshold and the STBP gradient; got {', '.join(conflicts)}. "
+            "Use memory='none' or 'remat'"
+        )
 
 
 class NormNeuron(nn.Module):
@@ -92,13 +103,8 @@ class NormNeuron(nn.Module):
                 f"NormNeuron needs one alpha per norm name, got {len(self.alphas)} alphas and "
                 f"{len(self.norm_names)} names"
             )
-        conflicts = compact_conflicts(self.neuron, self.norm) if self.compact else []
-        if conflicts:
-            raise ValueError(
-                "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
-                f"constant leak and threshold and the STBP gradient; got {', '.join(conflicts)}. "
-                "Use memory='none' or 'remat'"
-            )
+        if self.compact:
+            check_compact(self.neuron, self.norm)
         super().__post_init__()
 
     @nn.compact
