@@ -30,19 +30,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from snn_jax import data as data_lib
-from snn_jax.inspect import is_neuron, recording
-from snn_jax.nn import NormNeuron
+from snn_jax.inspect import is_neuron, recording, without_remat
 from snn_jax.training import sharding
 from snn_jax.training.steps import cross_entropy, firing_rates
 
 __all__ = ["evaluate", "evaluate_batch", "forward_with_spikes"]
 
 Array = jax.Array
-
-
-def _spike_source(module: nn.Module) -> bool:
-    """A layer whose output is the spikes: a LIF, or a compact unit (which calls none)."""
-    return is_neuron(module) or (isinstance(module, NormNeuron) and module.compact)
 
 
 def forward_with_spikes(
@@ -62,9 +56,8 @@ def forward_with_spikes(
     >>> logits.shape, spikes.shape
     ((5, 10), (5,))
     """
-    if getattr(model, "memory", None) == "remat":  # same values; spikes cannot leave nn.remat
-        model = model.clone(memory="none")
-    with recording(_spike_source, outermost=False) as calls:
+    model = without_remat(model)  # the same values, with the spiking layers' calls to see
+    with recording(is_neuron, outermost=False) as calls:
         logits, state = model.apply(variables, image, train=False, mutable=["intermediates"])
     spikes = jnp.zeros(logits.shape[0], jnp.float32)
     for call in calls:  # each [T, B, ...]
