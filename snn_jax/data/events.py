@@ -1,7 +1,8 @@
-"""Event-camera data sets (DVS128 Gesture, CIFAR10-DVS) as cached time-major frames.
+"""Event-camera data sets (DVS128 Gesture, CIFAR10-DVS, event_digits) as cached time-major frames.
 
 Each recording (a structured array with fields ``x, y, t, p``, as tonic gives
-it) is binned into ``T`` frames of equal duration with two polarity channels and
+it, or as :mod:`snn_jax.data.emulator` makes it for the offline
+``event_digits``) is binned into ``T`` frames of equal duration with two polarity channels and
 spatially pooled to ``image_size`` by :func:`events_to_frames`. The frames of a
 split are computed once and cached as ``.npy`` (uint16 counts, read
 memory-mapped) under ``<cache_dir>/<name>/v1_T<T>_S<image_size>/``; later runs,
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from snn_jax.data import augment
+from snn_jax.data.event_digits import EVENT_DIGITS, EventDigits
 from snn_jax.data.pipeline import DatasetNotFoundError
 from snn_jax.data.sources import ArraySource, DatasetParts
 
@@ -40,11 +42,8 @@ _MAX_COUNT = np.iinfo(np.uint16).max
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
-    num_classes: int
-    sensor_size: tuple[int, int]  # (width, height), tonic's order
+class _TonicFiles:
     tonic_class: str
-    flip: bool  # is a left-right flip label-preserving?
     folder: str  # tonic's folder: <data_dir>/<folder>
     archives: dict[str, str]  # split -> archive tonic expects next to the extracted files
     subdirs: dict[str, str]  # split -> folder holding the extracted files
@@ -52,30 +51,52 @@ class _Spec:
     min_files: int  # tonic's own "extracted" test
 
 
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    num_classes: int
+    sensor_size: tuple[int, int]  # (width, height), tonic's order
+    flip: bool  # is a left-right flip label-preserving?
+    tonic: _TonicFiles | None  # None: generated here (event_digits), nothing to download
+    time_window: tuple[int, int] | None = None  # every recording's [start, end); None: its span
+
+
 EVENT_DATASETS: dict[str, _Spec] = {
     # Hand gestures: left and right are different classes, so no flip.
     "dvs_gesture": _Spec(
         11,
         (128, 128),
-        "DVSGesture",
         False,
-        "DVSGesture",
-        {"train": "ibmGestureTrain.tar.gz", "test": "ibmGestureTest.tar.gz"},
-        {"train": "ibmGestureTrain", "test": "ibmGestureTest"},
-        ".npy",
-        100,
+        _TonicFiles(
+            "DVSGesture",
+            "DVSGesture",
+            {"train": "ibmGestureTrain.tar.gz", "test": "ibmGestureTest.tar.gz"},
+            {"train": "ibmGestureTrain", "test": "ibmGestureTest"},
+            ".npy",
+            100,
+        ),
     ),
     # One recording set; the train/test split (9:1 per class) is ours, fixed.
     "cifar10_dvs": _Spec(
         10,
         (128, 128),
-        "CIFAR10DVS",
         True,
-        "CIFAR10DVS",
-        {"train": "CIFAR10DVS.zip", "test": "CIFAR10DVS.zip"},
-        {"train": "", "test": ""},
-        ".aedat4",
-        1000,
+        _TonicFiles(
+            "CIFAR10DVS",
+            "CIFAR10DVS",
+            {"train": "CIFAR10DVS.zip", "test": "CIFAR10DVS.zip"},
+            {"train": "", "test": ""},
+            ".aedat4",
+            1000,
+        ),
+    ),
+    # Emulated offline from scikit-learn's digits (snn_jax.data.event_digits); digits are
+    # not mirror-symmetric, so no flip.
+    "event_digits": _Spec(
+        10,
+        (EVENT_DIGITS.sensor, EVENT_DIGITS.sensor),
+        False,
+        None,
+        EVENT_DIGITS.time_window,
     ),
 }
 _CIFAR10_DVS_TRAIN_FRACTION = 0.9
@@ -87,11 +108,14 @@ def events_to_frames(
     time_steps: int,
     sensor_size: tuple[int, int] = (128, 128),
     image_size: int | None = None,
+    t_range: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Counts events per time bin, pixel and polarity.
 
-    Bin ``k`` holds the events with ``k = floor((t - t_min) * T / (t_max - t_min + 1))``,
-    so all bins span the same time and every event lands in exactly one. Pixel
+    Bin ``k`` holds the events with ``k = floor((t - t_start) * T / (t_end - t_start))``,
+    with ``[t_start, t_end) = t_range`` or, by default, ``[t_min, t_max + 1)``
+    of the events, so all bins span the same time and every event lands in
+    exactly one. Pixel
     ``(y, x)`` maps to ``(y * S // height, x * S // width)``: pooling by summation,
     exact for any ``S``, so ``frames.sum() == len(events)`` always.
 
@@ -103,6 +127,9 @@ def events_to_frames(
       image_size: output side ``S``, from 1 to the sensor's smaller side
         (else ``ValueError``: pooling cannot enlarge); None: keep the sensor
         size, and the frames are ``[T, height, width, 2]``.
+      t_range: ``[t_start, t_end)`` of the recording, for bins at fixed times
+        whatever the first and last event (``ValueError`` if an event lies
+        outside); None: the events' own span.
 
     Returns:
       int64 counts ``[T, S, S, 2]``, channel 0 OFF and 1 ON events.
@@ -119,6 +146,8 @@ def events_to_frames(
     _check_image_size(image_size, sensor_size)
     out_h, out_w = (height, width) if image_size is None else (image_size, image_size)
     frames = np.zeros((time_steps, out_h, out_w, 2), np.int64)
+    if t_range is not None and not t_range[0] < t_range[1]:
+        raise ValueError(f"t_range must be [t_start, t_end) with t_start < t_end, got {t_range}")
     if len(events) == 0:
         return frames
     x = events["x"].astype(np.int64)
@@ -129,8 +158,12 @@ def events_to_frames(
             f"y in [{y.min()}, {y.max()}]; pass the data set's sensor_size"
         )
     t = events["t"].astype(np.int64)
-    t0 = t.min()
-    span = t.max() - t0 + 1
+    t0, t1 = (t.min(), t.max() + 1) if t_range is None else (int(t_range[0]), int(t_range[1]))
+    if t.min() < t0 or t.max() >= t1:
+        raise ValueError(
+            f"event times in [{t.min()}, {t.max()}] lie outside t_range = [{t0}, {t1})"
+        )
+    span = t1 - t0
     b = (t - t0) * time_steps // span
     p = (events["p"].astype(np.int64) > 0).astype(np.int64)
     flat = ((b * out_h + y * out_h // height) * out_w + x * out_w // width) * 2 + p
@@ -179,7 +212,7 @@ def _import_tonic():
 
 
 def _download_hint(name: str, data_dir: str) -> str:
-    spec = EVENT_DATASETS[name]
+    files = EVENT_DATASETS[name].tonic
     if name == "dvs_gesture":
         call = (
             f"tonic.datasets.DVSGesture(save_to={data_dir!r}, train=True); "
@@ -191,7 +224,7 @@ def _download_hint(name: str, data_dir: str) -> str:
         "Download it once on a machine with internet access (tonic fetches and extracts it):\n"
         "  pip install 'snn-jax[dvs]'\n"
         f'  python -c "import tonic; {call}"\n'
-        f"then copy {os.path.join(data_dir, spec.folder)} to the data_dir of this machine "
+        f"then copy {os.path.join(data_dir, files.folder)} to the data_dir of this machine "
         "(config.data.data_dir), or copy a frame cache built elsewhere."
     )
 
@@ -205,18 +238,18 @@ def check_downloaded(name: str, data_dir: str, split: str) -> None:
     Raises:
       DatasetNotFoundError: with the command that downloads the data set.
     """
-    spec = EVENT_DATASETS[name]
-    root = os.path.join(data_dir, spec.folder)
-    archive = os.path.join(root, spec.archives[split])
-    pattern = os.path.join(root, spec.subdirs[split], "**", f"*{spec.extension}")
-    found = sum(1 for _ in itertools.islice(glob.iglob(pattern, recursive=True), spec.min_files))
-    if os.path.isfile(archive) and found >= spec.min_files:
+    files = EVENT_DATASETS[name].tonic
+    root = os.path.join(data_dir, files.folder)
+    archive = os.path.join(root, files.archives[split])
+    pattern = os.path.join(root, files.subdirs[split], "**", f"*{files.extension}")
+    found = sum(1 for _ in itertools.islice(glob.iglob(pattern, recursive=True), files.min_files))
+    if os.path.isfile(archive) and found >= files.min_files:
         return
     raise DatasetNotFoundError(
         f"{name} ({split} split) is not in data_dir={data_dir!r}: expected the archive "
         f"{archive} ({'present' if os.path.isfile(archive) else 'missing'}) and at least "
-        f"{spec.min_files} extracted {spec.extension} files under "
-        f"{os.path.join(root, spec.subdirs[split])} (found {found}).\n"
+        f"{files.min_files} extracted {files.extension} files under "
+        f"{os.path.join(root, files.subdirs[split])} (found {found}).\n"
         + _download_hint(name, data_dir)
     )
 
@@ -225,7 +258,7 @@ def _open_tonic_dataset(name: str, data_dir: str, split: str) -> Any:
     """The tonic dataset object holding ``split`` (no transform: we bin ourselves)."""
     check_downloaded(name, data_dir, split)
     tonic = _import_tonic()
-    cls = getattr(tonic.datasets, EVENT_DATASETS[name].tonic_class)
+    cls = getattr(tonic.datasets, EVENT_DATASETS[name].tonic.tonic_class)
     if name == "dvs_gesture":
         return cls(save_to=data_dir, train=split == "train")
     return cls(save_to=data_dir)
@@ -274,7 +307,11 @@ def _write_cache(
     def one(k: int) -> tuple[np.ndarray, int]:
         events, target = dataset[int(indices[k])]
         counts = events_to_frames(
-            events, time_steps=time_steps, sensor_size=spec.sensor_size, image_size=image_size
+            events,
+            time_steps=time_steps,
+            sensor_size=spec.sensor_size,
+            image_size=image_size,
+            t_range=spec.time_window,
         )
         return np.minimum(counts, _MAX_COUNT).astype(np.uint16), int(target)
 
@@ -347,17 +384,22 @@ def event_parts(
     augment: bool = False,
     num_workers: int | None = None,
 ) -> DatasetParts:
-    """Sources for ``create_pipeline``: cached frames, built from tonic on first use.
+    """Sources for ``create_pipeline``: cached frames, built on first use.
+
+    The cache is built from tonic's files, or for ``event_digits`` from
+    recordings generated on the spot (:mod:`snn_jax.data.event_digits`;
+    seconds, nothing to download).
 
     Args:
       name: a key of :data:`EVENT_DATASETS`.
       time_steps: ``T`` frames per recording.
-      image_size: output side ``S`` (None: the sensor's 128).
+      image_size: output side ``S`` (None: the sensor's side, 128, or 34 for
+        ``event_digits``).
       data_dir: where tonic keeps the raw data (None: ``~/tonic_data``).
       cache_dir: frame cache root (None: ``<data_dir>/snn_jax_cache``).
       augment: in training, random shifts of up to ``S // 8`` pixels, plus
-        left-right flips for CIFAR10-DVS (not for gestures, whose classes
-        include left and right).
+        left-right flips for CIFAR10-DVS (not for gestures or digits, whose
+        classes change under a mirror).
       num_workers: threads that bin recordings while the cache is built.
 
     Returns:
@@ -376,10 +418,15 @@ def event_parts(
     workers = num_workers or min(8, os.cpu_count() or 1)
     sources = {}
     shared: dict[str, Any] = {}  # CIFAR10-DVS: one tonic object for both splits
+    # a generated set's folder names its generator, so a changed generator never reads old frames
+    cache_name = name if spec.tonic is not None else f"{name}-{EVENT_DIGITS.fingerprint()}"
     for split in ("train", "test"):
-        frames_path, labels_path = cache_paths(cache_dir, name, split, time_steps, size)
+        frames_path, labels_path = cache_paths(cache_dir, cache_name, split, time_steps, size)
         if not (os.path.exists(frames_path) and os.path.exists(labels_path)):
-            if name == "cifar10_dvs":
+            if spec.tonic is None:
+                dataset = EventDigits(split)
+                indices = np.arange(len(dataset))
+            elif name == "cifar10_dvs":
                 if "ds" not in shared:
                     shared["ds"] = _open_tonic_dataset(name, data_dir, split)
                     shared["split"] = cifar10_dvs_split(shared["ds"].data, shared["ds"].targets)

@@ -94,12 +94,12 @@ def install_fake_tonic(monkeypatch):
 
 def lay_out_tonic_files(data_dir, name):
     """The files tonic 1.7 checks before it would download (empty: we never read them)."""
-    spec = EVENT_DATASETS[name]
-    root = data_dir / spec.folder
+    files = EVENT_DATASETS[name].tonic
+    root = data_dir / files.folder
     for split in ("train", "test"):
-        folder = root / spec.subdirs[split] / "sub"
+        folder = root / files.subdirs[split] / "sub"
         folder.mkdir(parents=True, exist_ok=True)
-        (root / spec.archives[split]).touch()
-        for i in range(spec.min_files):
-            (folder / f"{i}{spec.extension}").touch()
+        (root / files.archives[split]).touch()
+        for i in range(files.min_files):
+            (folder / f"{i}{files.extension}").touch()
     return str(data_dir)
