@@ -10,7 +10,8 @@ low-pass filter, leak and threshold mismatch; :func:`background_events` adds
 uniform background activity. The output is a structured array with the fields
 and dtypes tonic gives for DVS128 Gesture, so the frame binning, cache,
 augmentation and resume of :mod:`snn_jax.data.events` read it as they read a
-recording. METHOD.md section 9 states the rule with its sources.
+recording. METHOD.md section 9 ("DVS emulator and the offline event_digits
+task") states the rule with its sources.
 """
 
 from __future__ import annotations
