@@ -7,7 +7,8 @@ time-major ``[T, B, H, W, 2]`` float32 (channel 0 OFF, 1 ON counts); labels int3
 Data sets (``config.data.name``): ``digits`` (scikit-learn, offline, the
 default), ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``,
 ``imagenet2012`` (tensorflow-datasets without TensorFlow: ``snn-jax[data]``),
-``dvs_gesture``, ``cifar10_dvs`` (tonic: ``snn-jax[dvs]``).
+``dvs_gesture``, ``cifar10_dvs`` (tonic: ``snn-jax[dvs]``), ``event_digits``
+(the digits seen by an emulated DVS, generated offline: :mod:`snn_jax.data.event_digits`).
 
     pipeline = create_pipeline(config.data, global_batch_size=128, seed=0)
     for batch in pipeline.train_batches(start_step):  # infinite, exactly resumable
