@@ -224,3 +224,11 @@ def test_smoke_config_trains_on_generated_data(few_digits, tmp_path, monkeypatch
     assert len(summary["firing_rates"]) == 3  # conv1, conv2, fc
     full = config_module.get_config("t16")
     assert (full.name, full.time_steps, full.data.time_steps) == ("event_digits_t16", 16, 16)
+
+
+def test_binning_over_a_fixed_time_range():
+    ev = np.array([(0, 0, True, 30), (1, 0, False, 55)], EVENT_DTYPE)
+    frames = events_to_frames(ev, time_steps=4, sensor_size=(2, 1), t_range=(1, 81))
+    np.testing.assert_array_equal(frames.sum(axis=(1, 2, 3)), [0, 1, 1, 0])  # bins of 20
+    with pytest.raises(ValueError, match="outside t_range"):
+        events_to_frames(ev, time_steps=4, sensor_size=(2, 1), t_range=(31, 81))
