@@ -43,7 +43,7 @@ import nir
 import numpy as np
 
 from snn_jax.analysis.folding import fold_norms
-from snn_jax.inspect import capture_calls
+from snn_jax.inspect import recording
 from snn_jax.models.layers import ConvUnit, DenseUnit, encode_input
 from snn_jax.models.plain import PlainCNN, plain_stage_sizes
 from snn_jax.models.resnet import BasicBlock, BottleneckBlock, SpikingResNet
@@ -239,7 +239,12 @@ def _check_model(model: nn.Module, variables: Mapping[str, Any], x: jax.Array) -
         raise ValueError(
             f"to_nir cannot export this {type(model).__name__}: " + "; ".join(problems)
         )
-    calls, _ = capture_calls(model, variables, x, lambda m: True, train=False, outermost=False)
+    with recording(lambda m: True, outermost=False) as calls:  # traced only, not computed
+        jax.eval_shape(
+            lambda v, x: model.apply(v, x, train=False, mutable=["batch_stats", "intermediates"]),
+            variables,
+            x,
+        )
     for call in calls:
         if not isinstance(call.module, _KNOWN_MODULES):
             raise ValueError(
