@@ -157,7 +157,7 @@ def _snntorch(graph, frames):
 def _norse(graph, frames):
     import norse.torch as norse
 
-    net = norse.from_nir(graph, ignore_warnings=True)
+    net = norse.from_nir(graph, ignore_warnings=True, dt=1e-4)  # its default dt is 1e-3
     return _run_torch(net, graph, frames, lambda _net: None, batched=True)
 
 
