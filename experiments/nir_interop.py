@@ -161,6 +161,47 @@ def _norse(graph, frames):
     return _run_torch(net, graph, frames, lambda _net: None, batched=True)
 
 
+def _lif_layer(out):
+    """One exported LIF layer (``tau = 0.25``, ``V_th = 0.5``) behind an identity ``Affine``,
+    fed random currents: every importer against a loop of the iterative LIF (METHOD.md
+    section 1). It isolates the neuron dynamics from the layers an importer may lack."""
+    import jax.numpy as jnp
+    import nir
+    import numpy as np
+
+    from snn_jax.nir import from_nir, lif_parameters
+
+    n, t, tau, v_th = 256, 20, 0.25, 0.5
+    graph = nir.NIRGraph.from_list(
+        nir.Affine(np.eye(n), np.zeros(n)), nir.LIF(**lif_parameters(np.full(n, tau), v_th))
+    )
+    currents = np.random.default_rng(0).uniform(0.0, 0.6, (t, 1, n)).astype(np.float32)
+    u, o, ref = np.zeros(n), np.zeros(n), []
+    for x in currents[:, 0]:
+        u = tau * u * (1 - o) + x
+        o = (u >= v_th).astype(np.float32)
+        ref.append(o)
+    ref = {"lif": np.stack(ref)[:, None]}
+    results = []
+    module, variables = from_nir(graph)
+    y = np.asarray(module.apply(variables, jnp.asarray(currents)))
+    runs = {"snn_jax.from_nir": lambda: (None, {"lif": y})}
+    runs["snntorch"] = lambda: _snntorch(graph, currents)
+    runs["norse"] = lambda: _norse(graph, currents)
+    for importer, run in runs.items():
+        try:
+            _, spikes = run()
+            equal = float(np.mean(spikes["lif"].reshape(t, -1) == ref["lif"].reshape(t, -1)))
+            row = {"model": "lif_layer", "importer": importer, "spikes_equal": equal}
+            row["reference_spikes"] = int(ref["lif"].sum())
+            row["importer_spikes"] = int(spikes["lif"].sum())
+        except Exception as error:
+            row = {"model": "lif_layer", "importer": importer, "error": repr(error)}
+        print(json.dumps(row))
+        results.append(row)
+    return results
+
+
 def main(argv):
     del argv
     import jax.numpy as jnp
@@ -180,7 +221,7 @@ def main(argv):
             FLAGS.resnet_steps,
         ),
     }
-    results = []
+    results = _lif_layer(out)
     for name, (overrides, steps) in jobs.items():
         start = time.time()
         with tempfile.TemporaryDirectory() as workdir:
