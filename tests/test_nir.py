@@ -62,6 +62,7 @@ def _variables(model, x, seed):
     folding matters), made without compiling the model's initialisation."""
     rng = np.random.default_rng(seed)
     ranges = {"mean": (-0.3, 0.3), "var": (0.2, 1.0), "scale": (0.7, 1.6), "bias": (0.1, 0.7)}
+    ranges |= {"tau_logit": (-1.5, 0.0), "v_th": (0.3, 0.8)}  # learned leak and thresholds
 
     def draw(path, leaf):
         name = path[-1].key
@@ -75,7 +76,15 @@ def _variables(model, x, seed):
 
 
 MODELS = {
-    "digits_cnn": (functools.partial(DigitsCNN, width=2, hidden_features=8), 8),
+    "digits_cnn": (  # a learned leak per layer and a learned threshold per channel
+        functools.partial(
+            DigitsCNN,
+            width=2,
+            hidden_features=8,
+            neuron=NeuronSpec(learn_tau=True, channel_threshold=True),
+        ),
+        8,
+    ),
     "plain_bn": (functools.partial(PlainCNN, depth=3, width=2, norm="bn"), 8),
     "resnet19": (functools.partial(ResNet19, width=2, stage_sizes=(2, 1), hidden_features=6), 8),
     "resnet50": (functools.partial(ResNet50, width=2, stage_sizes=(1, 1)), 16),
