@@ -85,8 +85,11 @@ MODELS = {
         ),
         8,
     ),
-    "plain_bn": (functools.partial(PlainCNN, depth=3, width=2, norm="bn"), 8),
-    "resnet19": (functools.partial(ResNet19, width=2, stage_sizes=(2, 1), hidden_features=6), 8),
+    "plain_no_norm": (functools.partial(PlainCNN, depth=3, width=2, norm="none"), 8),
+    "resnet19_bn": (
+        functools.partial(ResNet19, width=2, stage_sizes=(2, 1), hidden_features=6, norm="bn"),
+        8,
+    ),
     "resnet50": (functools.partial(ResNet50, width=2, stage_sizes=(1, 1)), 16),
 }
 
@@ -130,7 +133,7 @@ def test_round_trip_and_simulator_equal_the_model(name, tmp_path):
 
 
 def test_export_folds_and_shapes():
-    _, variables, _, _, _, graph = _exported("resnet19")
+    _, variables, _, _, _, graph = _exported("resnet19_bn")
     conv = graph.nodes["stage2_block1.shortcut_conv"]
     assert conv.weight.shape == (4, 2, 1, 1)  # (C_out, C_in, kH, kW)
     assert tuple(conv.stride) == (2, 2)
