@@ -281,7 +281,7 @@ def to_nir(
     >>> from snn_jax.models import DigitsCNN
     >>> model = DigitsCNN(width=2, hidden_features=4, time_steps=2)
     >>> x = jnp.ones((1, 8, 8, 1))
-    >>> graph = to_nir(model, model.init(jax.random.key(0), x), x)
+    >>> graph = to_nir(model, jax.jit(model.init)(jax.random.key(0), x), x)
     >>> [type(graph.nodes[n]).__name__ for n in ("conv1.conv", "conv1.neuron.lif", "pool")]
     ['Conv2d', 'LIF', 'AvgPool2d']
     >>> graph.nodes["fc.dense"].weight.shape                  # (hidden, C * H * W)
