@@ -1,5 +1,6 @@
 """Flax (linen) layers of snn-jax over time-major ``[T, B, ...]`` arrays."""
 
+from snn_jax.nn.attention import TemporalAttention
 from snn_jax.nn.coding import MeanDecoder, direct_encode, rate_encode
 from snn_jax.nn.folding import TimeFolded, fold_time, unfold_time
 from snn_jax.nn.neurons import IF, LIF, NeuronSpec
@@ -14,6 +15,7 @@ __all__ = [
     "NeuronSpec",
     "NormNeuron",
     "TdBatchNorm",
+    "TemporalAttention",
     "TimeFolded",
     "compact_conflicts",
     "direct_encode",
