@@ -161,3 +161,95 @@ def test_another_time_steps_than_at_init_is_an_error():
     params = AttentionParams(*(variables["params"][k] for k in ("w1", "b1", "w2", "b2")))
     with pytest.raises(ValueError, match="made for T = 6"):
         temporal_attention_scores(jnp.ones((4, 2, 3)), params)
+
+
+# --- the model zoo --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("digits_cnn", {"hidden_features": 8}),
+        ("plain", {"depth": 3, "num_stages": 1}),
+        ("resnet19", {"stage_sizes": (1, 1, 1)}),
+    ],
+)
+def test_every_unit_of_the_zoo_gets_attention(name, kwargs):
+    from snn_jax import models
+
+    model = models.get_model(
+        name, width=4, time_steps=6, attention="temporal", attention_reduction=3, **kwargs
+    )
+    x = jnp.zeros((2, 8, 8, 3))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+    paths = ["/".join(k.key for k in path) for path, _ in flat]
+    norms = {p.rsplit("/", 2)[0] for p in paths if p.endswith("/scale") and "norm" in p}
+    units = {p.rsplit("/attention/", 1)[0] for p in paths if "/attention/" in p}
+    assert len(units) >= 3
+    assert units == norms  # one attention in each unit that holds norms
+    w1 = [leaf for path, leaf in flat if path[-1].key == "w1"]
+    assert {w.shape for w in w1} == {(6, 2)}
+
+
+def test_unit_attention_sits_between_norm_and_neuron():
+    """Scores forced to 1 give the plain unit; scores below the threshold silence it."""
+    from snn_jax.nn import NeuronSpec, NormNeuron
+
+    z = 3.0 * jax.random.normal(jax.random.key(0), (5, 4, 6))
+    plain = NormNeuron(NeuronSpec())
+    variables = {"params": {"norm": {"scale": jnp.ones(6), "bias": jnp.zeros(6)}}}
+    variables["batch_stats"] = {"norm": {"mean": jnp.zeros(6), "var": jnp.ones(6)}}
+    expected = jax.jit(plain.apply, static_argnames="train")(variables, z, train=False)
+    assert 0 < float(expected.mean()) < 1
+    unit = NormNeuron(
+        NeuronSpec(), attention="temporal", attention_reduction=5, discard_threshold=0.5
+    )
+    apply = jax.jit(unit.apply, static_argnames="train")
+    for bias, want in [(50.0, expected), (-50.0, jnp.zeros_like(expected))]:
+        params = {"w1": jnp.zeros((5, 1)), "b1": jnp.zeros(1), "w2": jnp.zeros((1, 5))}
+        params["b2"] = jnp.full(5, bias)
+        both = {**variables, "params": {**variables["params"], "attention": params}}
+        np.testing.assert_array_equal(apply(both, z, train=False), want)
+
+
+def test_compact_memory_with_attention_is_an_error():
+    from snn_jax import models
+
+    with pytest.raises(ValueError, match="memory='compact' does not support attention"):
+        models.get_model("digits_cnn", memory="compact", attention="temporal")
+    with pytest.raises(ValueError, match="unknown attention 'spatial'"):
+        models.get_model("digits_cnn", attention="spatial")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model.attention", "channel", "must be one of ('none', 'temporal')"),
+        ("model.attention_reduction", 0, "must be an integer in [1, T] = [1, 8]"),
+        ("model.attention_reduction", 9, "must be an integer in [1, T] = [1, 8]"),
+        ("model.discard_threshold", 1.5, "must be None (no pruning) or an attention score"),
+        ("model.memory", "compact", "does not support attention"),
+    ],
+)
+def test_config_check_names_bad_attention_values(key, value, message):
+    import re
+
+    import ml_collections
+
+    from experiments.configs import event_digits
+    from snn_jax.training.config_check import check_config
+
+    config = event_digits.get_config()
+    config.model.attention = "temporal"
+    config.model.attention_reduction = 2
+    config.model.discard_threshold = ml_collections.FieldReference(None, field_type=float)
+    check_config(config)
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    del node[last]
+    node[last] = value
+    with pytest.raises(ValueError, match=re.escape(f"config.{key} = {value!r}: {message}")):
+        check_config(config)

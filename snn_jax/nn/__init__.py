@@ -5,9 +5,10 @@ from snn_jax.nn.coding import MeanDecoder, direct_encode, rate_encode
 from snn_jax.nn.folding import TimeFolded, fold_time, unfold_time
 from snn_jax.nn.neurons import IF, LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
-from snn_jax.nn.norm_neuron import NORMS, NormNeuron, compact_conflicts
+from snn_jax.nn.norm_neuron import ATTENTIONS, NORMS, NormNeuron, compact_conflicts
 
 __all__ = [
+    "ATTENTIONS",
     "IF",
     "LIF",
     "NORMS",

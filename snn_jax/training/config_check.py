@@ -168,7 +168,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     """
     # imported here: the model zoo is not needed to check the rest, nor at import time
     from snn_jax import models
-    from snn_jax.nn import NORMS, NeuronSpec
+    from snn_jax.nn import ATTENTIONS, NORMS, NeuronSpec
 
     p = _Problems(config)
     p.unknown("", _TOP_KEYS, typos_only=True)
@@ -263,6 +263,29 @@ def check_config(config: Mapping[str, Any]) -> None:
         lambda v: v in models.MEMORY_OPTIONS,
         f"must be one of {models.MEMORY_OPTIONS}",
     )
+    p.check(m + "attention", lambda v: v in ATTENTIONS, f"must be one of {ATTENTIONS}")
+    _, time_steps = p.value("time_steps")
+    _, attention = p.value(m + "attention")
+    most = time_steps if _int(time_steps) and attention == "temporal" else None
+    p.check(
+        m + "attention_reduction",
+        lambda v: _int(v) and v >= 1 and (most is None or v <= most),
+        "must be an integer in [1, T]"
+        + (f" = [1, {most}]" if most else "")
+        + " (the attention's hidden layer has T // reduction units; the official code uses "
+        "5 at T = 10 and 16 at T = 30)",
+    )
+    p.check(
+        m + "discard_threshold",
+        lambda v: v is None or (_number(v) and 0 <= v <= 1),
+        "must be None (no pruning) or an attention score in [0, 1], e.g. 0.5",
+    )
+    if attention == "temporal" and p.value(m + "memory")[1] == "compact":
+        p.add(
+            m + "memory",
+            "compact",
+            "does not support attention (model.attention = 'temporal'); use 'none' or 'remat'",
+        )
     present, model = p.value("model")
     if present and hasattr(model, "keys"):  # the neuron's values: NeuronSpec's own rules
         p.lines += NeuronSpec.config_problems(model)
