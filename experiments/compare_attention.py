@@ -48,6 +48,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare_attention", "Output 
 _TIME_STEPS = flags.DEFINE_list("time_steps", ["8", "16"], "Values of T.")
 _EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the configs' epochs.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Two training steps on a tiny model.")
+_CACHE = flags.DEFINE_string("cache_dir", None, "Frame cache folder (default: the configs').")
 
 
 def arm_config(attention: bool, time_steps: int, smoke: bool, epochs: int | None):
@@ -239,18 +240,34 @@ def plot(results: dict[str, Any], stats_by_t: dict[int, Any], workdir: str) -> N
 def main(argv):
     del argv
     require_matplotlib("experiments.compare_attention")
-    workdir = os.path.abspath(_WORKDIR.value)
+    time_steps = [int(v) for v in _TIME_STEPS.value]
+    run(
+        _WORKDIR.value, time_steps, smoke=_SMOKE.value, epochs=_EPOCHS.value, cache_dir=_CACHE.value
+    )
+
+
+def run(
+    workdir: str,
+    time_steps: list[int],
+    *,
+    smoke: bool = False,
+    epochs: int | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """The whole comparison (module docstring); returns what ``results.json`` holds."""
+    workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    smoke = _SMOKE.value
     results: dict[str, Any] = {"plain": {}, "attention": {}, "spec": repr(EVENT_DIGITS)}
     stats_by_t = {}
     rows = []
-    for t in (int(v) for v in _TIME_STEPS.value):
+    for t in time_steps:
         limit = 40 if smoke else None
         stats = bin_statistics("test", t, limit=limit)
         stats_by_t[t] = stats
         for arm in ("plain", "attention"):
-            config = arm_config(arm == "attention", t, smoke, _EPOCHS.value)
+            config = arm_config(arm == "attention", t, smoke, epochs)
+            if cache_dir is not None:
+                config.data.cache_dir = cache_dir
             out = run_arm(config, os.path.join(workdir, f"{arm}_t{t}"))
             summary = out["summary"]
             ops = operations(out["model"], out["variables"], out["pipeline"])
@@ -271,7 +288,10 @@ def main(argv):
                 scores = {k: v[:n] for k, v in scores.items()}
                 entry["separation"] = score_separation(scores, stats.idle)
                 entry["scores"] = {k: v.tolist() for k, v in scores.items()}
-                entry["pruning"] = pruning_curve(config, out["variables"], out["pipeline"])
+                thresholds = (0.0, 0.5) if smoke else THRESHOLDS
+                entry["pruning"] = pruning_curve(
+                    config, out["variables"], out["pipeline"], thresholds
+                )
             results[arm][t] = entry
             rows.append(
                 {
@@ -346,6 +366,7 @@ def main(argv):
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
+    return results
 
 
 if __name__ == "__main__":

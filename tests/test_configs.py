@@ -32,6 +32,8 @@ CONFIGS = {
     "imagenet_resnet50": (6, (6,)),
     "dvsgesture_resnet17": (40, (40,)),
     "cifar10dvs_resnet19": (10, (10,)),
+    "dvsgesture_resnet17_ta": (30, (30,)),
+    "cifar10dvs_resnet19_ta": (10, (10,)),
 }
 FULL = [(m, f"t{t}") for m, (_, ts) in CONFIGS.items() for t in ts]
 SMOKE = [(m, "smoke") for m in CONFIGS]

@@ -228,7 +228,9 @@ def generate(index: int, spec: EventDigitsSpec = EVENT_DIGITS) -> Recording:
     )
     start, end = spec.time_window
     sensor = (spec.sensor, spec.sensor)
-    noise = background_events(rng, sensor_size=sensor, t_start=start, t_end=end, rate=spec.noise_rate)
+    noise = background_events(
+        rng, sensor_size=sensor, t_start=start, t_end=end, rate=spec.noise_rate
+    )
     if spec.idle_noise_rate > 0:
         length = spec.frames_per_segment * spec.frame_interval
         bursts = [
