@@ -173,7 +173,12 @@ def test_smoke_variant_trains_evaluates_and_checkpoints(module, arg, tmp_path, m
     assert json.loads((workdir / "summary.json").read_text()) == summary
     assert os.listdir(workdir / "checkpoints") == [str(steps)]
     assert 0.0 <= summary["final_test_accuracy"] <= 1.0
-    assert summary["best_test_accuracy"] == summary["final_test_accuracy"]  # one evaluation
+    if c.data.get("validation_fraction", 0.0):  # one evaluation: it is the selected one
+        assert summary["test_accuracy_at_best_validation"] == summary["final_test_accuracy"]
+        assert summary["best_validation_step"] == steps
+    else:
+        assert summary["best_validation_accuracy"] is None
+        assert summary["test_accuracy_at_best_validation"] is None
     assert np.isfinite(summary["final_test_loss"])
     assert summary["skipped_steps"] == 0
     assert len(summary["firing_rates"]) == lif_layers(c)

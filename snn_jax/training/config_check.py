@@ -247,6 +247,11 @@ def check_config(config: Mapping[str, Any]) -> None:
     p.check("data.name", lambda v: v in DATASET_NAMES, f"must be one of {DATASET_NAMES}")
     p.check("data.augment", _bool, "must be True or False")
     p.check("data.cutout", lambda v: _int(v) and v >= 0, "must be an integer >= 0 (0: off)")
+    p.check(
+        "data.validation_fraction",
+        lambda v: _number(v) and 0 <= v < 1,
+        "must be in [0, 1) (the share of training images held out for validation; 0: none)",
+    )
     for key in ("time_steps", "image_size", "num_workers"):
         p.check(
             "data." + key,
