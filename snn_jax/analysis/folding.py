@@ -19,6 +19,7 @@ flip one spike.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,34 +89,48 @@ def _gain(norm: nn.Module) -> float:
     return 1.0
 
 
-def _same_values(a: Any, b: Any) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return a.size == b.size and a.shape[-1] == b.shape[-1] and np.array_equal(a.ravel(), b.ravel())
+def _marker_value(name: str) -> float:
+    """A float32-exact number for a linear layer's name, 1 .. 2**20."""
+    return float(zlib.crc32(name.encode()) % (1 << 20) + 1)
+
+
+def _marked(call: Call) -> Any:
+    """A linear layer's output replaced by a constant that names it (see :func:`norm_pairs`)."""
+    if not is_linear(call.module):
+        return call.output
+    return jnp.full(call.output.shape, _marker_value(call.name), jnp.float32)
 
 
 def norm_pairs(model: nn.Module, variables: Mapping[str, Any], x: Array) -> list[tuple[Call, Call]]:
     """Each norm layer with the conv/dense layer that feeds it, in call order.
 
-    The model runs once in evaluation mode; a norm's producer is the most
-    recent conv/dense call whose output equals the norm's input (up to folding
-    time into the batch).
+    The model runs once in evaluation mode with each conv/dense output replaced
+    by a constant that names the layer; a norm's producer is the layer whose
+    constant it receives. (Comparing the real values would be ambiguous where
+    two layers give the same output, e.g. the convs of a residual block whose
+    inputs are silent: both output zeros.)
 
     Raises:
       ValueError: if a norm is not fed directly by a conv or dense layer.
     """
-    calls, _ = capture_calls(model, variables, x, _is_linear_or_norm, train=False, compiled=True)
+    calls, _ = capture_calls(
+        model,
+        variables,
+        x,
+        _is_linear_or_norm,
+        train=False,
+        compiled=True,
+        replace_output=_marked,
+    )
+    linears = {_marker_value(c.name): c for c in calls if is_linear(c.module)}
+    if len(linears) != sum(is_linear(c.module) for c in calls):
+        raise ValueError("two conv/dense layers of the model have the same marker; rename one")
     pairs = []
-    for i, call in enumerate(calls):
+    for call in calls:
         if not is_norm(call.module):
             continue
-        producer = next(
-            (
-                c
-                for c in reversed(calls[:i])
-                if is_linear(c.module) and _same_values(c.output, call.args[0])
-            ),
-            None,
-        )
+        seen = np.unique(np.asarray(call.args[0]))
+        producer = linears.get(float(seen[0])) if seen.size == 1 else None
         if producer is None:
             raise ValueError(
                 f"norm layer {call.name} is not fed directly by a conv or dense layer; "
