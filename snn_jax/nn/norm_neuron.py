@@ -48,7 +48,8 @@ def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
         f"reset={neuron.reset!r}": neuron.reset != "zero",
         "channel_threshold": neuron.channel_threshold,
         f"gradient={neuron.gradient!r}": neuron.gradient != "stbp",
-        "learn_tau": neuron.learn_tau,
+        f"learn_tau={neuron.learn_tau!r}": neuron.learn_tau != "none",
+        f"learn_v_th={neuron.learn_v_th!r}": neuron.learn_v_th != "none",
     }
     return [name for name, present in conflicts.items() if present]
 
