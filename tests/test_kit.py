@@ -89,3 +89,92 @@ def test_plif_in_a_model_has_its_parameters():
     lif = variables["params"]["conv1"]["neuron"]["lif"]
     assert lif["tau_logit"].shape == (4,)
     assert lif["v_th_log"].shape == ()
+
+
+# ---------------------------------------------------------------------------- TET
+
+
+def _np_tet(o, y, lam, phi):
+    """TET's value and gradient by hand, float64: CE per step and example, softmax - onehot."""
+    o = np.asarray(o, np.float64)
+    t, b, k = o.shape
+    z = o - o.max(-1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    ce = -np.log(p[:, np.arange(b), y])  # [T, B]
+    value = (1 - lam) * ce.mean() + lam * np.mean((o - phi) ** 2)
+    onehot = np.eye(k)[y]
+    grad = (1 - lam) * (p - onehot) / (t * b) + lam * 2 * (o - phi) / (t * b * k)
+    return value, grad
+
+
+@pytest.mark.parametrize(("lam", "phi"), [(1e-3, 1.0), (0.3, -0.5), (0.0, 1.0)])
+def test_tet_loss_value_and_gradient_against_numpy(lam, phi):
+    from snn_jax.training import tet_loss
+
+    rng = np.random.default_rng(7)
+    o = rng.normal(0.0, 2.0, (T, B, 6)).astype(np.float32)
+    y = rng.integers(0, 6, B)
+    value, grad = jax.value_and_grad(lambda o: tet_loss(o, jnp.asarray(y), lam=lam, phi=phi))(
+        jnp.asarray(o)
+    )
+    want_value, want_grad = _np_tet(o, y, lam, phi)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match=r"step_logits \[T, B, K\].*got shape \(3, 6\)"):
+        tet_loss(jnp.zeros((B, 6)), jnp.asarray(y))
+    with pytest.raises(ValueError, match=r"labels \[B\] = \[3\], got shape \(5,\)"):
+        tet_loss(jnp.asarray(o), jnp.zeros(T, jnp.int32))
+
+
+def test_train_step_with_tet_uses_the_per_step_outputs():
+    """The step's loss is tet_loss of the decoder's O_t (each M o_t + b); the prediction
+    is their time mean, the decoded output of a plain call."""
+    from snn_jax.training import check_config, losses, sharding, steps, tet_loss
+    from tests.test_training import make_state, tiny_config
+
+    config = tiny_config(
+        loss="tet", tet_lambda=0.2, tet_phi=0.5, batch_size=8, time_steps=2, **{"model.width": 4}
+    )
+    check_config(config)
+    mesh = sharding.make_mesh()
+    state, pipeline = make_state(config, mesh)
+    batch = sharding.put_batch(next(pipeline.train_batches()), mesh)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    collections = ["batch_stats", losses.STEP_OUTPUTS, "intermediates"]
+    q, out = jax.jit(functools.partial(state.apply_fn, mutable=collections))(
+        variables, batch["image"]
+    )
+    o = losses.step_logits(out)
+    assert o.shape == (config.time_steps, config.batch_size, 10)
+    np.testing.assert_allclose(jnp.mean(o, 0), q, rtol=1e-5, atol=1e-5)
+    step = jax.jit(functools.partial(steps.train_step, loss="tet", tet_lambda=0.2, tet_phi=0.5))
+    _, metrics = step(state, batch)
+    want = tet_loss(o, batch["label"], lam=0.2, phi=0.5)
+    np.testing.assert_allclose(metrics["loss"], want, rtol=1e-5)
+    ce = jnp.mean(steps.cross_entropy(q, batch["label"]))
+    assert abs(float(ce) - float(want)) > 1e-4  # not the cross-entropy of the mean
+
+
+def test_mean_decoder_step_outputs_against_numpy():
+    """O_t = M o_t + b at every step, and the returned Q their mean."""
+    o = (inputs((T, B, 7), seed=9) > 0.4).astype(np.float32)
+    dec = snn.MeanDecoder(5)
+    v = dec.init(jax.random.key(2), jnp.asarray(o))
+    q, out = dec.apply(v, jnp.asarray(o), mutable=["step_outputs"])
+    m, b = (np.asarray(v["params"]["readout"][k], np.float64) for k in ("kernel", "bias"))
+    want = np.stack([o[t] @ m + b for t in range(T)])
+    np.testing.assert_allclose(out["step_outputs"]["step_logits"][0], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(q, want.mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_config_loss_keys_are_checked():
+    from snn_jax.training import check_config
+    from tests.test_training import tiny_config
+
+    bad = tiny_config(loss="mse", tet_lambda=2.0, tet_phi="one")
+    with pytest.raises(ValueError, match=r"3 bad config values") as info:
+        check_config(bad)
+    text = str(info.value)
+    assert "config.loss = 'mse': must be one of ('ce', 'tet')" in text
+    assert "config.tet_lambda = 2.0: must be in [0, 1]" in text
+    assert "config.tet_phi = 'one'" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -269,7 +270,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     train_fn = jax.jit(
-        steps.train_step,
+        functools.partial(
+            steps.train_step,
+            loss=config.get("loss", "ce"),
+            tet_lambda=config.get("tet_lambda", 1e-3),
+            tet_phi=config.get("tet_phi", 1.0),
+        ),
         donate_argnums=0,
         out_shardings=(state_sharding, sharding.replicated(mesh)),
     )
