@@ -39,6 +39,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+LOSS_KEYS = ("loss", "tet_lambda", "tet_phi")  # train_step's keyword arguments in a config
+
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, batch_shards: int = 1):
     """The model named by ``config.model.name`` with the config's other model fields.
@@ -270,12 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     train_fn = jax.jit(
-        functools.partial(
-            steps.train_step,
-            loss=config.get("loss", "ce"),
-            tet_lambda=config.get("tet_lambda", 1e-3),
-            tet_phi=config.get("tet_phi", 1.0),
-        ),
+        # the loss keys a config sets (absent ones: train_step's defaults, the CE loss)
+        functools.partial(steps.train_step, **{k: config[k] for k in LOSS_KEYS if k in config}),
         donate_argnums=0,
         out_shardings=(state_sharding, sharding.replicated(mesh)),
     )
