@@ -127,13 +127,18 @@ def test_tet_loss_value_and_gradient_against_numpy(lam, phi):
 
 
 def test_train_step_with_tet_uses_the_per_step_outputs():
-    """The step's loss is tet_loss of the decoder's O_t (each M o_t + b); the prediction
-    is their time mean, the decoded output of a plain call."""
+    """The step's loss is tet_loss of the decoder's O_t; the prediction is their time mean.
+    The digits CNN with BNTT."""
     from snn_jax.training import check_config, losses, sharding, steps, tet_loss
     from tests.test_training import make_state, tiny_config
 
     config = tiny_config(
-        loss="tet", tet_lambda=0.2, tet_phi=0.5, batch_size=8, time_steps=2, **{"model.width": 4}
+        loss="tet",
+        tet_lambda=0.2,
+        tet_phi=0.5,
+        batch_size=8,
+        time_steps=2,
+        **{"model.width": 4, "model.norm": "bntt"},
     )
     check_config(config)
     mesh = sharding.make_mesh()
@@ -178,3 +183,87 @@ def test_config_loss_keys_are_checked():
     assert "config.loss = 'mse': must be one of ('ce', 'tet')" in text
     assert "config.tet_lambda = 2.0: must be in [0, 1]" in text
     assert "config.tet_phi = 'one'" in text
+
+
+# ---------------------------------------------------------------------------- TEBN, BNTT
+
+
+def _np_norm(x, kind, params, stats=None, eps=1e-5):
+    """TEBN or BNTT in float64 by their equations; training mode when ``stats`` is None."""
+    x = np.asarray(x, np.float64)
+    t = x.shape[0]
+    if kind == "tebn":
+        flat = x.reshape(-1, x.shape[-1])
+        mean, var = (flat.mean(0), flat.var(0)) if stats is None else stats
+        out = [
+            params["step_scale"][s]
+            * (params["scale"] * (x[s] - mean) / np.sqrt(var + eps) + params["bias"])
+            for s in range(t)
+        ]
+        return np.stack(out), (mean, var)
+    means, vars_, out = [], [], []
+    for s in range(t):
+        flat = x[s].reshape(-1, x.shape[-1])
+        mean, var = (flat.mean(0), flat.var(0)) if stats is None else (stats[0][s], stats[1][s])
+        out.append(params["scale"][s] * (x[s] - mean) / np.sqrt(var + eps))
+        means.append(mean)
+        vars_.append(var)
+    return np.stack(out), (np.stack(means), np.stack(vars_))
+
+
+@pytest.mark.parametrize("kind", ["tebn", "bntt"])
+def test_step_norms_train_and_eval_against_numpy(kind):
+    rng = np.random.default_rng(11)
+    # T=5, B=3, H=W=2, C=4; each step with its own offset and spread
+    x = rng.normal(size=(T, B, 2, 2, C)) * np.arange(1, T + 1)[:, None, None, None, None] + 2.0
+    x = jnp.asarray(x, jnp.float32)
+    layer = snn.TEBN() if kind == "tebn" else snn.BNTT()
+    variables = layer.init(jax.random.key(0), x)
+    shapes = {k: v.shape for k, v in variables["params"].items()}
+    if kind == "tebn":
+        assert shapes == {"scale": (C,), "bias": (C,), "step_scale": (T,)}
+        assert variables["batch_stats"]["mean"].shape == (C,)
+    else:
+        assert shapes == {"scale": (T, C)}  # no bias
+        assert variables["batch_stats"]["mean"].shape == (T, C)  # statistics per step
+    params = {k: np.asarray(rng.normal(1.0, 0.3, s), np.float32) for k, s in shapes.items()}
+    if kind == "tebn":
+        params["bias"] = np.asarray(rng.normal(0.0, 0.3, (C,)), np.float32)
+    v = {"params": params, "batch_stats": variables["batch_stats"]}
+    y, new = layer.apply(v, x, mutable=["batch_stats"])
+    want, (mean, var) = _np_norm(x, kind, params)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    ra = new["batch_stats"]
+    np.testing.assert_allclose(ra["mean"], 0.1 * mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ra["var"], 0.9 + 0.1 * var, rtol=1e-5, atol=1e-5)
+    # evaluation: the running statistics (per step for BNTT)
+    x2 = x * 0.5 - 1.0
+    y2 = layer.apply({"params": params, "batch_stats": ra}, x2, use_running_average=True)
+    stats = (np.asarray(ra["mean"], np.float64), np.asarray(ra["var"], np.float64))
+    np.testing.assert_allclose(y2, _np_norm(x2, kind, params, stats)[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"initialised for .* of shape .*T = 3"):
+        layer.apply({"params": params, "batch_stats": ra}, x[:3], use_running_average=True)
+
+
+# the digits CNN with TEBN: test_train_step_with_tet_uses_the_per_step_outputs
+@pytest.mark.parametrize(
+    ("norm", "name", "kwargs"),
+    [
+        ("bntt", "plain", {"depth": 2}),
+        ("tebn", "resnet19", {"stage_sizes": (1, 1), "hidden_features": None}),
+    ],
+)
+def test_step_norms_in_the_model_zoo(norm, name, kwargs):
+    from snn_jax import models
+
+    model = models.get_model(name, num_classes=10, time_steps=T, width=4, norm=norm, **kwargs)
+    x = jnp.asarray(inputs((B, 8, 8, 1 if name == "digits_cnn" else 3), seed=5))
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    stats = jax.tree.leaves(variables["batch_stats"])
+    assert stats
+    assert all(s.shape[0] == (T if norm == "bntt" else s.shape[0]) for s in stats)
+    out = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+    assert out.shape == (B, 10)
+    assert np.isfinite(np.asarray(out)).all()
+    with pytest.raises(ValueError, match=rf"norm='{norm}' \(a map per time step\)"):
+        models.get_model(name, num_classes=10, norm=norm, memory="compact", **kwargs)

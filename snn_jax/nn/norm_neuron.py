@@ -24,13 +24,17 @@ import jax.numpy as jnp
 from snn_jax.functional.compact import Currents, lif_from_currents
 from snn_jax.nn.neurons import LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
+from snn_jax.nn.temporal_norm import BNTT, TEBN
 
-__all__ = ["NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
+__all__ = ["NORMS", "STEP_NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
 
 # "tdbn": TdBatchNorm with the unit's alpha and the neurons' V_th (METHOD.md section 4);
 # "bn": ordinary batch norm over the same axes (a TdBatchNorm with alpha * V_th = 1);
-# "none": no norm (the linear layers feeding the unit then carry a bias).
-NORMS: tuple[str, ...] = ("tdbn", "bn", "none")
+# "none": no norm (the linear layers feeding the unit then carry a bias);
+# "tebn", "bntt": the norms with a part per time step (TEBN, BNTT; METHOD.md section 10).
+NORMS: tuple[str, ...] = ("tdbn", "bn", "none", "tebn", "bntt")
+# the norms whose evaluation-mode map differs between time steps
+STEP_NORMS: tuple[str, ...] = ("tebn", "bntt")
 
 
 def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
@@ -45,6 +49,7 @@ def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
     conflicts = {
         f"neuron kind {neuron.kind!r}": neuron.kind != "lif",
         "norm='none'": norm == "none",
+        f"norm={norm!r} (a map per time step)": norm in STEP_NORMS,
         f"reset={neuron.reset!r}": neuron.reset != "zero",
         "channel_threshold": neuron.channel_threshold,
         f"gradient={neuron.gradient!r}": neuron.gradient != "stbp",
@@ -129,9 +134,15 @@ class NormNeuron(nn.Module):
             return nn.relu(x)
         return LIF(self.neuron, name="lif")(x.astype(jnp.float32))
 
-    def _norms(self) -> list[TdBatchNorm | None]:
+    def _norms(self) -> list[TdBatchNorm | TEBN | BNTT | None]:
         if self.norm == "none":
             return [None] * len(self.alphas)
+        if self.norm in STEP_NORMS:
+            cls = TEBN if self.norm == "tebn" else BNTT
+            return [
+                cls(axis_name=self.axis_name, dtype=jnp.float32, name=name)
+                for name in self.norm_names
+            ]
         return [
             TdBatchNorm(
                 alpha=alpha if self.norm == "tdbn" else 1.0,
