@@ -6,12 +6,15 @@ from snn_jax.nn.folding import TimeFolded, fold_time, unfold_time
 from snn_jax.nn.neurons import IF, LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
 from snn_jax.nn.norm_neuron import ATTENTIONS, NORMS, NormNeuron, compact_conflicts
+from snn_jax.nn.temporal_norm import BNTT, TEBN
 
 __all__ = [
     "ATTENTIONS",
+    "BNTT",
     "IF",
     "LIF",
     "NORMS",
+    "TEBN",
     "MeanDecoder",
     "NeuronSpec",
     "NormNeuron",

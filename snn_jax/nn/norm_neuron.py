@@ -25,13 +25,17 @@ from snn_jax.functional.compact import Currents, lif_from_currents
 from snn_jax.nn.attention import TemporalAttention
 from snn_jax.nn.neurons import LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
+from snn_jax.nn.temporal_norm import BNTT, TEBN
 
-__all__ = ["ATTENTIONS", "NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
+__all__ = ["ATTENTIONS", "NORMS", "STEP_NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
 
 # "tdbn": TdBatchNorm with the unit's alpha and the neurons' V_th (METHOD.md section 4);
 # "bn": ordinary batch norm over the same axes (a TdBatchNorm with alpha * V_th = 1);
-# "none": no norm (the linear layers feeding the unit then carry a bias).
-NORMS: tuple[str, ...] = ("tdbn", "bn", "none")
+# "none": no norm (the linear layers feeding the unit then carry a bias);
+# "tebn", "bntt": the norms with a part per time step (TEBN, BNTT; METHOD.md section 10).
+NORMS: tuple[str, ...] = ("tdbn", "bn", "none", "tebn", "bntt")
+# the norms whose evaluation-mode map differs between time steps
+STEP_NORMS: tuple[str, ...] = ("tebn", "bntt")
 
 # "none": no attention; "temporal": TA-SNN's temporal-wise attention (snn_jax.nn.TemporalAttention)
 # on the normalized currents, before the neuron (METHOD.md section 11).
@@ -50,10 +54,12 @@ def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
     conflicts = {
         f"neuron kind {neuron.kind!r}": neuron.kind != "lif",
         "norm='none'": norm == "none",
+        f"norm={norm!r} (a map per time step)": norm in STEP_NORMS,
         f"reset={neuron.reset!r}": neuron.reset != "zero",
         "channel_threshold": neuron.channel_threshold,
         f"gradient={neuron.gradient!r}": neuron.gradient != "stbp",
-        "learn_tau": neuron.learn_tau,
+        f"learn_tau={neuron.learn_tau!r}": neuron.learn_tau != "none",
+        f"learn_v_th={neuron.learn_v_th!r}": neuron.learn_v_th != "none",
     }
     return [name for name, present in conflicts.items() if present]
 
@@ -159,9 +165,15 @@ class NormNeuron(nn.Module):
             return nn.relu(x)
         return LIF(self.neuron, name="lif")(x.astype(jnp.float32))
 
-    def _norms(self) -> list[TdBatchNorm | None]:
+    def _norms(self) -> list[TdBatchNorm | TEBN | BNTT | None]:
         if self.norm == "none":
             return [None] * len(self.alphas)
+        if self.norm in STEP_NORMS:
+            cls = TEBN if self.norm == "tebn" else BNTT
+            return [
+                cls(axis_name=self.axis_name, dtype=jnp.float32, name=name)
+                for name in self.norm_names
+            ]
         return [
             TdBatchNorm(
                 alpha=alpha if self.norm == "tdbn" else 1.0,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from snn_jax.data.datasets import DATASET_NAMES, DataConfig
+from snn_jax.training.losses import LOSSES
 from snn_jax.training.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = ["DTYPES", "check_config", "check_run"]
@@ -46,6 +47,9 @@ _TOP_KEYS = frozenset(
         "max_nonfinite_steps",
         "progress",
         "distributed",
+        "loss",
+        "tet_lambda",
+        "tet_phi",
     }
 )
 _OPTIMIZER_KEYS = frozenset(
@@ -209,6 +213,14 @@ def check_config(config: Mapping[str, Any]) -> None:
     )
     for key in ("progress", "distributed"):
         p.check(key, _bool, "must be True or False")
+    # the loss (snn_jax.training.losses)
+    p.check("loss", lambda v: v in LOSSES, f"must be one of {LOSSES}")
+    p.check(
+        "tet_lambda",
+        lambda v: _number(v) and 0 <= v <= 1,
+        "must be in [0, 1] (TET's weight of the squared-error term, e.g. 1e-3)",
+    )
+    p.check("tet_phi", _number, "must be a finite number (TET's target output, e.g. 1.0)")
 
     # the optimizer
     o = "optimizer."

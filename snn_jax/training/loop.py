@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+LOSS_KEYS = ("loss", "tet_lambda", "tet_phi")  # train_step's keyword arguments in a config
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, batch_shards: int = 1):
@@ -292,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     train_fn = jax.jit(
-        steps.train_step,
+        # the loss keys a config sets (absent ones: train_step's defaults, the CE loss)
+        functools.partial(steps.train_step, **{k: config[k] for k in LOSS_KEYS if k in config}),
         donate_argnums=0,
         out_shardings=(state_sharding, sharding.replicated(mesh)),
     )
