@@ -27,6 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # config module -> (T without an argument, the T variants its docstring lists)
 CONFIGS = {
     "cifar10_resnet19": (4, (2, 4, 6)),
+    "cifar10_resnet19_tet": (4, (2, 4, 6)),
+    "cifar10_resnet19_tebn": (4, (2, 4, 6)),
     "cifar100_resnet19": (4, (4,)),
     "imagenet_resnet34": (6, (6,)),
     "imagenet_resnet50": (6, (6,)),

@@ -267,3 +267,57 @@ def test_step_norms_in_the_model_zoo(norm, name, kwargs):
     assert np.isfinite(np.asarray(out)).all()
     with pytest.raises(ValueError, match=rf"norm='{norm}' \(a map per time step\)"):
         models.get_model(name, num_classes=10, norm=norm, memory="compact", **kwargs)
+
+
+# ---------------------------------------------------------------------------- analysis, folding
+
+
+@pytest.mark.parametrize("norm", ["tebn", "bntt"])
+def test_step_norms_fold_per_step_and_are_analysed(norm):
+    """Each conv/dense with its TEBN/BNTT folded into one kernel per step gives, at every
+    step, the norm's evaluation output; fold_norms refuses them; the SOP count sees the
+    model's layers."""
+    from snn_jax import analysis, models
+    from snn_jax.inspect import capture_calls, is_linear, is_norm
+
+    model = models.get_model(
+        "digits_cnn", num_classes=10, time_steps=T, width=4, hidden_features=8, norm=norm
+    )
+    x = jnp.asarray(inputs((B, 8, 8, 1), seed=12, mean=0.5, std=0.6))
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    # trained-looking values: running statistics of a batch, scales away from 1
+    update = jax.jit(functools.partial(model.apply, mutable=["batch_stats"]))
+    _, stats = update(variables, x * 1.5 + 0.2)
+    leaves, tree = jax.tree.flatten(variables["params"])
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(
+        tree,
+        [
+            p * jax.random.uniform(k, p.shape, p.dtype, 0.5, 1.5)
+            for p, k in zip(leaves, keys, strict=True)
+        ],
+    )
+    variables = {"params": params, "batch_stats": stats["batch_stats"]}
+
+    folded = analysis.fold_norms_per_step(model, variables, x)
+    assert sorted(folded) == ["conv1/conv", "conv2/conv", "fc/dense"]
+    calls, _ = capture_calls(
+        model, variables, x, lambda m: is_linear(m) or is_norm(m), train=False, compiled=True
+    )
+    by_name = {c.name: c for c in calls}
+    for name, (kernels, biases) in folded.items():
+        assert kernels.shape[0] == T
+        assert biases.shape == (T, kernels.shape[-1])
+        linear = by_name[name]
+        norm_out = by_name[name.rsplit("/", 1)[0] + "/neuron/norm"].output
+        rows = linear.args[0].reshape(T, B, *linear.args[0].shape[1:])
+        layer = linear.module.clone(use_bias=True, parent=None)
+        for t in range(T):
+            got = layer.apply({"params": {"kernel": kernels[t], "bias": biases[t]}}, rows[t])
+            np.testing.assert_allclose(got, norm_out[t], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"fold_norms_per_step"):
+        analysis.fold_norms(model, variables, x)
+
+    if norm == "bntt":  # the SOP count finds the layers (it does not look at norms)
+        ops = analysis.count_operations(model, variables, x)
+        assert set(ops) >= {"conv2/conv", "fc/dense"}

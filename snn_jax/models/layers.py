@@ -5,7 +5,7 @@ Every model of :mod:`snn_jax.models` is built from two kinds of layer:
 - a linear layer (conv or dense), run once over ``T*B`` examples by folding
   time into the batch (:func:`snn_jax.nn.fold_time`);
 - a :class:`snn_jax.nn.NormNeuron` after it: the norm (one of
-  :data:`snn_jax.nn.NORMS`: ``"tdbn"``, ``"bn"`` or ``"none"``, in which
+  :data:`snn_jax.nn.NORMS`: ``"tdbn"``, ``"bn"``, ``"tebn"``, ``"bntt"`` or ``"none"``, in which
   case the linear layer carries a bias) and the neuron (a
   :class:`snn_jax.nn.NeuronSpec`: LIF, scanned over ``T``, or ReLU).
 
@@ -277,7 +277,8 @@ class SpikingModel(nn.Module):
       neuron: the neurons' :class:`~snn_jax.nn.NeuronSpec` (leak, threshold,
         reset, surrogate, ...; ``NeuronSpec(kind="relu")`` for the ANN twin).
         tdBN's ``V_th`` is the neurons' ``v_th``.
-      norm: ``"tdbn"``, ``"bn"`` or ``"none"`` (see :data:`snn_jax.nn.NORMS`).
+      norm: ``"tdbn"``, ``"bn"``, ``"tebn"``, ``"bntt"`` or ``"none"`` (see
+        :data:`snn_jax.nn.NORMS`).
       memory: one of :data:`MEMORY_OPTIONS`: ``"none"``, ``"remat"`` (recompute
         blocks in the backward pass) or ``"compact"`` (spikes stored as bits,
         membranes recomputed: :class:`snn_jax.nn.NormNeuron`).
