@@ -62,6 +62,7 @@ def _variables(model, x, seed):
     folding matters), made without compiling the model's initialisation."""
     rng = np.random.default_rng(seed)
     ranges = {"mean": (-0.3, 0.3), "var": (0.2, 1.0), "scale": (0.7, 1.6), "bias": (0.1, 0.7)}
+    ranges |= {"tau_logit": (-1.5, 0.0), "v_th": (0.3, 0.8)}  # learned leak and thresholds
 
     def draw(path, leaf):
         name = path[-1].key
@@ -75,7 +76,15 @@ def _variables(model, x, seed):
 
 
 MODELS = {
-    "digits_cnn": (functools.partial(DigitsCNN, width=2, hidden_features=8), 8),
+    "digits_cnn": (  # a learned leak per layer and a learned threshold per channel
+        functools.partial(
+            DigitsCNN,
+            width=2,
+            hidden_features=8,
+            neuron=NeuronSpec(learn_tau=True, channel_threshold=True),
+        ),
+        8,
+    ),
     "plain_bn": (functools.partial(PlainCNN, depth=3, width=2, norm="bn"), 8),
     "resnet19": (functools.partial(ResNet19, width=2, stage_sizes=(2, 1), hidden_features=6), 8),
     "resnet50": (functools.partial(ResNet50, width=2, stage_sizes=(1, 1)), 16),
@@ -185,7 +194,8 @@ def test_from_nir_runs_other_node_types_as_the_simulator():
     graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
     x = rng.uniform(0, 1, (12, 3, c, n, n))
     module, variables = from_nir(graph, dt=DT)
-    out, state = module.apply(variables, jnp.asarray(x, jnp.float32), mutable=["intermediates"])
+    run = jax.jit(lambda v, x: module.apply(v, x, mutable=["intermediates"]))
+    out, state = run(variables, jnp.asarray(x, jnp.float32))
     ref, spikes = simulate(graph, x, DT)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
     for name in ("lif", "if"):
@@ -196,8 +206,8 @@ def test_from_nir_runs_other_node_types_as_the_simulator():
     # the same graph channels last, and gradients reach the weights (fine-tuning)
     last, _ = from_nir(graph, dt=DT, channels_last=True)
     x_last = jnp.asarray(np.moveaxis(x, 2, -1), jnp.float32)
-    np.testing.assert_allclose(last.apply(variables, x_last), out, rtol=1e-6)
-    grads = jax.grad(lambda p: module.apply({**variables, "params": p}, x).sum())(
+    np.testing.assert_allclose(jax.jit(last.apply)(variables, x_last), out, rtol=1e-6)
+    grads = jax.jit(jax.grad(lambda p: module.apply({**variables, "params": p}, x).sum()))(
         variables["params"]
     )
     assert float(jnp.abs(grads["conv"]["kernel"]).sum()) > 0
@@ -267,12 +277,11 @@ def test_fold_and_export_a_resnet_with_silent_blocks():
     x = jnp.ones((1, 8, 8, 1))
     variables = _variables(model, x, seed=4)
     variables["params"]["stem"]["neuron"]["norm"]["bias"] = jnp.full((2,), -10.0)
-    calls, logits = capture_calls(model, variables, x, is_neuron, train=False)
+    calls, logits = capture_calls(model, variables, x, is_neuron, train=False, compiled=True)
     assert float(calls[0].output.sum()) == 0
     folded_model, folded = fold_norms(model, variables, x)
-    np.testing.assert_allclose(
-        folded_model.apply(folded, x, train=False), logits, rtol=1e-5, atol=1e-6
-    )
+    folded_logits = jax.jit(lambda v, x: folded_model.apply(v, x, train=False))(folded, x)
+    np.testing.assert_allclose(folded_logits, logits, rtol=1e-5, atol=1e-6)
     block = folded["params"]["stage2_block1"]
     norms = variables["params"]["stage2_block1"]["neuron2"]
     stats = variables["batch_stats"]["stage2_block1"]["neuron2"]
@@ -282,4 +291,5 @@ def test_fold_and_export_a_resnet_with_silent_blocks():
         np.testing.assert_allclose(block[conv]["bias"], want, rtol=1e-5, err_msg=conv)
     module, nvars = from_nir(to_nir(model, variables, x))
     frames = jnp.broadcast_to(jnp.moveaxis(x, -1, 1), (2, 1, 1, 8, 8))
-    np.testing.assert_allclose(module.apply(nvars, frames).mean(0), logits, rtol=1e-5, atol=1e-6)
+    out = jax.jit(module.apply)(nvars, frames)
+    np.testing.assert_allclose(out.mean(0), logits, rtol=1e-5, atol=1e-6)
