@@ -54,6 +54,7 @@ COLUMNS = (
     ("method", "method"),
     ("time_steps", "T"),
     ("accuracy", "test acc. (%)"),
+    ("test_accuracy_at_best_validation", "at best val. (%)"),
     ("spikes_per_image", "spikes / image"),
     ("sops", "SOPs / image"),
     ("macs", "MACs / image"),
@@ -183,6 +184,15 @@ def train_or_load(config, workdir: str, pipeline, initial: dict | None = None):
     return model, _variables(state), summary
 
 
+def _selection(summary: dict) -> dict:
+    """The validation-selected test accuracy of a trained row (None without a validation split)."""
+    return {
+        "test_accuracy_at_best_validation": summary["test_accuracy_at_best_validation"],
+        "best_validation_accuracy": summary["best_validation_accuracy"],
+        "best_validation_step": summary["best_validation_step"],
+    }
+
+
 def energy(model, variables, images: np.ndarray, pooled, budget: int) -> dict[str, float]:
     """Per-image SOPs, MACs and energy (``analysis.energy_estimate``) over ``images``.
 
@@ -253,7 +263,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
             model, variables, summary = train_or_load(cfg, os.path.join(workdir, name), pipeline)
             measured = measure(model, variables, pipeline, energy_images, config)
             ann = (model, variables, measured["predictions"])
-            add(name, method, 1, measured, train_seconds=summary["train_seconds"])
+            selection = _selection(summary)
+            add(name, method, 1, measured, train_seconds=summary["train_seconds"], **selection)
         elif method.kind == "conversion":
             t0 = time.perf_counter()
             conv = conversion.convert(
@@ -313,6 +324,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
                     measured,
                     step0_accuracy=start["accuracy"],
                     train_seconds=summary["train_seconds"],
+                    **_selection(summary),
                     note=f"step 0: {100 * start['accuracy']:.2f} %",
                 )
         else:
@@ -322,7 +334,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
                     cfg, os.path.join(workdir, f"{name}_T{steps}"), pipeline
                 )
                 measured = measure(model, variables, pipeline, energy_images, config)
-                add(name, method, steps, measured, train_seconds=summary["train_seconds"])
+                add(
+                    name,
+                    method,
+                    steps,
+                    measured,
+                    train_seconds=summary["train_seconds"],
+                    **_selection(summary),
+                )
 
     findings = compare_with_reference(rows, tuple(config.compare.reference))
     with open(os.path.join(workdir, "results.md"), "w") as f:
@@ -335,7 +354,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, smoke: bool = False) ->
 def _fmt(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if key == "accuracy":
+    if key in ("accuracy", "test_accuracy_at_best_validation"):
         return f"{100 * value:.2f}"
     if key in ("spikes_per_image", "sops", "macs"):
         return f"{value:,.0f}"
@@ -350,9 +369,9 @@ def markdown_table(rows: list[dict]) -> str:
     >>> print(markdown_table([{"method": "m", "time_steps": 4, "accuracy": 0.5,
     ...                        "spikes_per_image": 10.0, "sops": 20.0, "macs": 0.0,
     ...                        "energy_uj": 0.018}]))
-    | method | T | test acc. (%) | spikes / image | SOPs / image | MACs / image | energy / image (µJ) | note |
-    |---|---|---|---|---|---|---|---|
-    | m | 4 | 50.00 | 10 | 20 | 0 | 0.018 |  |
+    | method | T | test acc. (%) | at best val. (%) | spikes / image | SOPs / image | MACs / image | energy / image (µJ) | note |
+    |---|---|---|---|---|---|---|---|---|
+    | m | 4 | 50.00 |  | 10 | 20 | 0 | 0.018 |  |
     """  # noqa: E501
     lines = [
         "| " + " | ".join(title for _, title in COLUMNS) + " |",

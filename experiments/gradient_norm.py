@@ -7,7 +7,7 @@ Reproduces the shape of the tdBN paper's argument (Zheng et al. 2021; METHOD.md
 section 8) on the bundled 8x8 digits: a plain spiking CNN of 20 conv -> norm ->
 LIF units (all of width 16 at 8x8, so that every layer has the same shape and
 the per-layer gradient norms compare directly) and a ResNet-19 of width 8,
-each with ``norm`` in {none, bn, tdbn}; T = 4, batch 32, LIF defaults (V_th 0.5,
+each with ``norm`` in {none, bn, tdbn, tebn, bntt}; T = 4, batch 32, LIF defaults (V_th 0.5,
 tau 0.25, rectangular surrogate). For every model it measures, at
 initialisation and after each of the first few SGD steps (same batches for
 all models):
@@ -72,7 +72,7 @@ from snn_jax.training.steps import firing_rates
 __all__ = ["SMOKE", "Settings", "build_model", "main", "plot", "run", "run_model", "summarize"]
 
 ARCHS = ("plain", "resnet19")
-NORMS = ("none", "bn", "tdbn")
+NORMS = ("none", "bn", "tdbn", "tebn", "bntt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,8 @@ class Settings:
 
     Attributes:
       archs: which networks (``plain``, ``resnet19``).
-      norms: which normalisations (``none``, ``bn``, ``tdbn``).
+      norms: which normalisations (``none``, ``bn``, ``tdbn``, and the
+        direct-training kit's ``tebn``, ``bntt``: METHOD.md section 10).
       depth: conv layers of the plain CNN (the paper's figure: 20).
       plain_width: channels of the plain CNN's first stage.
       plain_stages: stages of the plain CNN (width doubles and resolution halves

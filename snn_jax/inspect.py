@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from snn_jax.models.layers import Block
-from snn_jax.nn import LIF, TdBatchNorm
+from snn_jax.nn import BNTT, LIF, TEBN, TdBatchNorm
 
 __all__ = [
     "Call",
@@ -88,14 +88,15 @@ def is_linear(module: nn.Module) -> bool:
 
 
 def is_norm(module: nn.Module) -> bool:
-    """True for a norm layer with running statistics (:class:`snn_jax.nn.TdBatchNorm`, BN).
+    """True for a norm layer with running statistics (:class:`snn_jax.nn.TdBatchNorm`, BN,
+    :class:`snn_jax.nn.TEBN`, :class:`snn_jax.nn.BNTT`).
 
     >>> import flax.linen as nn
-    >>> from snn_jax.nn import TdBatchNorm
-    >>> is_norm(TdBatchNorm()), is_norm(nn.BatchNorm()), is_norm(nn.LayerNorm())
-    (True, True, False)
+    >>> from snn_jax.nn import BNTT, TdBatchNorm
+    >>> is_norm(TdBatchNorm()), is_norm(nn.BatchNorm()), is_norm(BNTT()), is_norm(nn.LayerNorm())
+    (True, True, True, False)
     """
-    return isinstance(module, TdBatchNorm | nn.BatchNorm)
+    return isinstance(module, TdBatchNorm | nn.BatchNorm | TEBN | BNTT)
 
 
 def is_block(module: nn.Module) -> bool:

@@ -251,7 +251,8 @@ def test_compact_model_equals_the_plain_model(name, make):
         (dict(neuron=NeuronSpec(reset="subtract")), "reset='subtract'"),
         (dict(neuron=NeuronSpec(channel_threshold=True)), "channel_threshold"),
         (dict(neuron=NeuronSpec(gradient="aggregate")), "gradient='aggregate'"),
-        (dict(neuron=NeuronSpec(learn_tau=True)), "learn_tau"),
+        (dict(neuron=NeuronSpec(learn_tau="layer")), "learn_tau='layer'"),
+        (dict(neuron=NeuronSpec(learn_v_th="channel")), "learn_v_th='channel'"),
     ],
 )
 def test_compact_rejects_settings_it_cannot_store_compactly(setting, match):

@@ -27,11 +27,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # config module -> (T without an argument, the T variants its docstring lists)
 CONFIGS = {
     "cifar10_resnet19": (4, (2, 4, 6)),
+    "cifar10_resnet19_tet": (4, (2, 4, 6)),
+    "cifar10_resnet19_tebn": (4, (2, 4, 6)),
     "cifar100_resnet19": (4, (4,)),
     "imagenet_resnet34": (6, (6,)),
     "imagenet_resnet50": (6, (6,)),
     "dvsgesture_resnet17": (40, (40,)),
     "cifar10dvs_resnet19": (10, (10,)),
+    "dvsgesture_resnet17_ta": (30, (30,)),
+    "cifar10dvs_resnet19_ta": (10, (10,)),
 }
 FULL = [(m, f"t{t}") for m, (_, ts) in CONFIGS.items() for t in ts]
 SMOKE = [(m, "smoke") for m in CONFIGS]
@@ -171,7 +175,12 @@ def test_smoke_variant_trains_evaluates_and_checkpoints(module, arg, tmp_path, m
     assert json.loads((workdir / "summary.json").read_text()) == summary
     assert os.listdir(workdir / "checkpoints") == [str(steps)]
     assert 0.0 <= summary["final_test_accuracy"] <= 1.0
-    assert summary["best_test_accuracy"] == summary["final_test_accuracy"]  # one evaluation
+    if c.data.get("validation_fraction", 0.0):  # one evaluation: it is the selected one
+        assert summary["test_accuracy_at_best_validation"] == summary["final_test_accuracy"]
+        assert summary["best_validation_step"] == steps
+    else:
+        assert summary["best_validation_accuracy"] is None
+        assert summary["test_accuracy_at_best_validation"] is None
     assert np.isfinite(summary["final_test_loss"])
     assert summary["skipped_steps"] == 0
     assert len(summary["firing_rates"]) == lif_layers(c)

@@ -86,7 +86,7 @@ def test_learn_tau_parameter_and_gradient():
     tau0 = 0.3
     x = jnp.asarray(currents(seed=5, mean=0.5, std=0.5))
     w = jnp.asarray(currents(seed=6, mean=0.0, std=1.0))
-    layer = snn.LIF(NeuronSpec(tau=tau0, v_th=0.4, learn_tau=True))
+    layer = snn.LIF(NeuronSpec(tau=tau0, v_th=0.4, learn_tau="layer"))
     variables = layer.init(jax.random.key(0), x)
     assert set(variables["params"]) == {"tau_logit"}
     logit = variables["params"]["tau_logit"]
@@ -177,10 +177,18 @@ def test_neuron_spec_rejects_each_bad_field(field, bad, match):
 
 def test_neuron_spec_learn_tau_needs_a_leak():
     with pytest.raises(
-        ValueError, match=r"NeuronSpec\.learn_tau = True: needs an initial NeuronSpec\.tau < 1"
+        ValueError, match=r"NeuronSpec\.learn_tau = 'layer': needs an initial NeuronSpec\.tau < 1"
     ):
-        NeuronSpec(tau=1.0, learn_tau=True)
-    assert NeuronSpec(tau=0.9, learn_tau=True).learn_tau
+        NeuronSpec(tau=1.0, learn_tau="layer")
+    assert NeuronSpec(tau=0.9, learn_tau="channel").learn_tau == "channel"
+    with pytest.raises(ValueError, match=r"NeuronSpec\.learn_tau = True: must be one of"):
+        NeuronSpec(learn_tau=True)  # the former boolean: a clear error, not a silent cast
+    with pytest.raises(ValueError, match=r"NeuronSpec\.learn_v_th = 'neuron': must be one of"):
+        NeuronSpec(learn_v_th="neuron")
+    with pytest.raises(ValueError, match=r"learn_v_th = 'layer': conflicts with .*channel_thr"):
+        NeuronSpec(learn_v_th="layer", channel_threshold=True)
+    with pytest.raises(ValueError, match=r"config\.model\.learn_v_th = 'x'"):
+        NeuronSpec.from_config({"learn_v_th": "x"})
 
 
 def test_neuron_spec_defaults_and_good_values():
@@ -194,7 +202,8 @@ def test_neuron_spec_defaults_and_good_values():
         "surrogate_param": None,
         "detach_reset": False,
         "gradient": "stbp",
-        "learn_tau": False,
+        "learn_tau": "none",
+        "learn_v_th": "none",
         "channel_threshold": False,
         "unroll": 1,
     }
@@ -260,7 +269,8 @@ def test_neuron_spec_from_config():
         surrogate_param=0.7,
         detach_reset=True,
         gradient="aggregate",
-        learn_tau=True,
+        learn_tau="channel",
+        learn_v_th="none",
         channel_threshold=True,
         unroll=True,
     )
@@ -407,7 +417,8 @@ def test_norm_neuron_errors():
         (NeuronSpec(reset="subtract"), "tdbn", "reset='subtract'"),
         (NeuronSpec(channel_threshold=True), "tdbn", "channel_threshold"),
         (NeuronSpec(gradient="aggregate"), "tdbn", "gradient='aggregate'"),
-        (NeuronSpec(learn_tau=True), "tdbn", "learn_tau"),
+        (NeuronSpec(learn_tau="layer"), "tdbn", "learn_tau='layer'"),
+        (NeuronSpec(learn_v_th="channel"), "tdbn", "learn_v_th='channel'"),
         (NeuronSpec(kind="relu"), "bn", "neuron kind 'relu'"),
         (NeuronSpec(), "none", "norm='none'"),
     ]

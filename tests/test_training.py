@@ -279,7 +279,11 @@ def test_sigterm_checkpoints_and_resume_equals_uninterrupted_run(tmp_path, monke
     chex.assert_trees_all_equal(a, _trained(full_state))
     chex.assert_trees_all_equal(b, _trained(resumed_state))
     assert resumed["final_test_accuracy"] == pytest.approx(full["final_test_accuracy"])
-    assert meta["best_test_accuracy"] == pytest.approx(full["best_test_accuracy"])
+    assert meta["selection"]["accuracy"] == pytest.approx(full["best_validation_accuracy"])
+    assert resumed["best_validation_step"] == full["best_validation_step"]
+    assert resumed["test_accuracy_at_best_validation"] == pytest.approx(
+        full["test_accuracy_at_best_validation"]
+    )
     # a finished run returns its final state without training again
     again_state, again = training.train_and_evaluate(config, str(tmp_path / "full"))
     assert again["steps"] == 8
@@ -474,7 +478,9 @@ def test_main_smoke_run_writes_metrics_checkpoint_and_summary(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     for key in (
         "final_test_accuracy",
-        "best_test_accuracy",
+        "best_validation_accuracy",
+        "best_validation_step",
+        "test_accuracy_at_best_validation",
         "train_seconds",
         "steps",
         "firing_rates",
@@ -483,7 +489,9 @@ def test_main_smoke_run_writes_metrics_checkpoint_and_summary(tmp_path):
     assert summary["steps"] == 4
     assert summary["firing_rates"]
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {x["split"] for x in lines} == {"train", "test"}
+    assert {x["split"] for x in lines} == {"train", "test", "validation"}
+    assert summary["best_validation_step"] == 4  # the one evaluation
+    assert summary["test_accuracy_at_best_validation"] == summary["final_test_accuracy"]
     assert os.listdir(tmp_path / "tensorboard")
     assert "4" in os.listdir(tmp_path / "checkpoints")
 
@@ -606,3 +614,19 @@ def test_importing_the_package_starts_no_jax_backend():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-1] == "False"
+
+
+def test_model_selection_uses_validation_only_and_breaks_ties_by_loss():
+    from snn_jax.training.loop import _Selection
+
+    s = _Selection()
+    evaluations = [  # step, validation (accuracy, loss), test accuracy
+        (10, (0.90, 0.30), 0.50),
+        (20, (0.95, 0.20), 0.60),
+        (30, (0.95, 0.10), 0.70),  # same accuracy, lower loss: selected
+        (40, (0.95, 0.15), 0.99),  # the best test accuracy plays no part
+        (50, (0.93, 0.01), 0.80),
+    ]
+    for step, (acc, loss), test in evaluations:
+        s.update(step, {"accuracy": acc, "loss": loss}, {"accuracy": test})
+    assert (s.step, s.accuracy, s.loss, s.test_accuracy) == (30, 0.95, 0.10, 0.70)

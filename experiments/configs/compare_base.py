@@ -17,6 +17,8 @@ of every method, and each entry of ``config.compare.methods`` is one method:
   ``"tdbn"``: converted weights and thresholds in the tdBN model).
 """
 
+from collections.abc import Sequence
+
 import ml_collections
 
 KINDS = ("ann", "conversion", "hybrid", "stbp")
@@ -48,7 +50,13 @@ def wu2019_settings(data: str) -> ml_collections.ConfigDict:
     return s
 
 
-def _method(kind: str, label: str, time_steps: tuple[int, ...], **fields):
+def method(kind: str, label: str, time_steps: tuple[int, ...], **fields):
+    """One row: ``kind`` in :data:`KINDS`, its ``label`` and ``T`` values, its fields.
+
+    >>> m = method("stbp", "STBP, BN", (4,), overrides={"model": {"norm": "bn"}})
+    >>> m.kind, m.time_steps, m.overrides.model.norm
+    ('stbp', (4,), 'bn')
+    """
     m = ml_collections.ConfigDict()
     m.kind = kind
     m.label = label
@@ -68,8 +76,13 @@ def methods(
     hybrid_steps: tuple[int, ...],
     hybrid_overrides: dict,
     wu2019: ml_collections.ConfigDict,
+    extra: Sequence[tuple[str, ml_collections.ConfigDict]] = (),
 ) -> ml_collections.ConfigDict:
-    """Every row of the seed's table, on the config's model."""
+    """Every row of the seed's table, on the config's model, then the ``extra`` rows.
+
+    ``extra``: ``(name, method(...))`` pairs appended in order (e.g. other
+    norms or losses trained with STBP); each becomes a row of the table.
+    """
     # the converted network's neuron: integrate-and-fire, reset by subtraction, its thresholds
     hybrid_neuron = {"tau": 1.0, "reset": "subtract", "channel_threshold": True}
     conversions = [  # (name, label, percentile, channelwise)
@@ -82,11 +95,11 @@ def methods(
         ("hybrid_tdbn", "hybrid into tdBN: conversion + STBP-tdBN", "tdbn"),
     ]
     rows = [
-        ("ann", _method("ann", "ANN twin (ReLU + BN)", (1,), overrides=ANN)),
+        ("ann", method("ann", "ANN twin (ReLU + BN)", (1,), overrides=ANN)),
         *(
             (
                 name,
-                _method(
+                method(
                     "conversion",
                     label,
                     conversion_steps,
@@ -99,7 +112,7 @@ def methods(
         *(
             (
                 name,
-                _method(
+                method(
                     "hybrid",
                     label,
                     hybrid_steps,
@@ -111,7 +124,7 @@ def methods(
         ),
         (
             "lee2020",
-            _method(
+            method(
                 "stbp",
                 "spike-based BP (Lee 2020)",
                 lee2020_steps,
@@ -120,14 +133,15 @@ def methods(
         ),
         (
             "wu2019",
-            _method("stbp", "STBP, no norm (Wu 2019)", wu2019_steps, overrides=wu2019.to_dict()),
+            method("stbp", "STBP, no norm (Wu 2019)", wu2019_steps, overrides=wu2019.to_dict()),
         ),
-        ("stbp_tdbn", _method("stbp", "STBP-tdBN (Zheng 2021)", stbp_steps)),
+        ("stbp_tdbn", method("stbp", "STBP-tdBN (Zheng 2021)", stbp_steps)),
+        *extra,
     ]
     m = ml_collections.ConfigDict()
-    for rank, (name, method) in enumerate(rows):
-        method.rank = rank  # the table's row order
-        m[name] = method
+    for rank, (name, row) in enumerate(rows):
+        row.rank = rank  # the table's row order
+        m[name] = row
     return m
 
 

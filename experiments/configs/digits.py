@@ -4,10 +4,14 @@ r"""Default job: a small tdBN spiking CNN on scikit-learn's bundled 8x8 digits, 
     python -m experiments.main --config=experiments/configs/digits.py \
         --config.time_steps=2 --workdir=workdirs/digits_t2
 
-Expected: 98 to 99.5 % test accuracy on the fixed stratified 80/20 split (360
-test images; seeds 0 to 3 gave 98.33, 99.44, 99.44 and 98.06 %), in under a
-minute on 2 CPU cores including compilation. The
-figures measured for this repository are in the README.
+Expected: at least 98.5 % final test accuracy for every seed and 99 % on
+average over seeds 0 to 4, on the fixed stratified 80/20 split (360 test
+images), in under a minute on 2 CPU cores including compilation. Training
+images are shifted by up to one pixel at random (``data.augment``). A tenth of
+the training images (stratified, drawn by the seed) is held out as a
+validation split: the summary's ``best_validation_accuracy`` and
+``test_accuracy_at_best_validation`` select a step without looking at the
+test split. The figures measured for this repository are in the README.
 
 Every hyper-parameter of a run lives here; variants import this file and
 override a few fields.
@@ -26,12 +30,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # see snn_jax.data for the list
     c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # tfds/tonic data
-    c.data.augment = False  # random crop/flip (CIFAR, ImageNet) or flip/shift (DVS)
+    c.data.augment = True  # digits: random 1-pixel shifts (CIFAR, ImageNet: crop/flip)
     c.data.cutout = 0  # cutout square size in pixels (0 = off)
     c.data.image_size = ml_collections.FieldReference(
         None, field_type=int
     )  # resize (ImageNet, DVS)
     c.data.time_steps = c.get_ref("time_steps")  # frames per event stream (DVS only)
+    c.data.validation_fraction = 0.1  # training images held out (per class) for model selection
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "digits_cnn"  # see snn_jax.models.MODEL_NAMES
@@ -56,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.decay_boundaries = (0.5, 0.75)  # step schedule: fractions of training
     c.optimizer.decay_factor = 0.1  # step schedule: multiplier at each boundary
 
-    c.batch_size = 64  # global batch over all devices and processes
+    c.batch_size = 32  # global batch over all devices and processes
     c.eval_batch_size = 128
     c.num_epochs = 30
     c.num_train_steps = -1  # > 0 overrides num_epochs

@@ -87,6 +87,8 @@ def base_config(name: str, variant: Variant) -> ml_collections.ConfigDict:
     c.seed = 0
     c.time_steps = variant.time_steps  # also data.time_steps (a reference) for event data
     c.dtype = "float32"
+    c.data.validation_fraction = 0.0  # the papers select nothing: train, then test
+    c.data.augment = False  # each paper config sets its own
 
     c.model.norm = "tdbn"
     c.model.neuron = "lif"

@@ -6,7 +6,8 @@
   step, silent and saturated neurons.
 - :mod:`~snn_jax.analysis.energy`: synaptic operations (SOPs), MACs of
   real-valued layers, energy per example.
-- :mod:`~snn_jax.analysis.folding`: tdBN/BN folded into the preceding conv.
+- :mod:`~snn_jax.analysis.folding`: tdBN/BN folded into the preceding conv;
+  TEBN/BNTT into one kernel per time step.
 
 All of them run a model as ``model.apply(variables, x, train=...)`` and find its
 layers with :func:`snn_jax.inspect.capture_calls`; the model is not changed.
@@ -14,7 +15,7 @@ layers with :func:`snn_jax.inspect.capture_calls`; the model is not changed.
 
 from snn_jax.analysis.activity import firing_statistics, is_spiking, layer_activity, spike_trains
 from snn_jax.analysis.energy import EnergyModel, count_operations, energy_estimate, fan_out_map
-from snn_jax.analysis.folding import fold_affine, fold_norms, norm_pairs
+from snn_jax.analysis.folding import fold_affine, fold_norms, fold_norms_per_step, norm_pairs
 from snn_jax.analysis.isometry import (
     block_isometry,
     block_names,
@@ -38,6 +39,7 @@ __all__ = [
     "firing_statistics",
     "fold_affine",
     "fold_norms",
+    "fold_norms_per_step",
     "gradient_norms",
     "is_spiking",
     "kernel_names",

@@ -15,6 +15,13 @@ layers and biased convs: the model's ``norm="none"`` variant. Its outputs
 equal the unfolded evaluation-mode outputs up to float rounding; a membrane
 potential that lands exactly on the threshold may round to the other side and
 flip one spike.
+
+TEBN and BNTT (METHOD.md section 10) are, in evaluation, an affine map per
+time step, ``y[t] = x[t] * factor[t] + shift[t]``: they fold into one kernel
+and bias per time step (:func:`fold_norms_per_step`), ``W'_t = factor[t] * W``,
+``b'_t = factor[t] * b + shift[t]``. They cannot fold into the one shared
+kernel of a norm-free model (:func:`fold_norms` refuses them): a network that
+runs folded needs ``T`` kernels per layer, one convolution per step.
 """
 
 from __future__ import annotations
@@ -30,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from snn_jax.inspect import Call, capture_calls, is_linear, is_norm, path_name, subtree
-from snn_jax.nn import TdBatchNorm
+from snn_jax.nn import BNTT, TEBN, TdBatchNorm
 
-__all__ = ["fold_affine", "fold_norms", "norm_pairs"]
+__all__ = ["fold_affine", "fold_norms", "fold_norms_per_step", "norm_pairs"]
 
 Array = jax.Array
 
@@ -192,6 +199,13 @@ def fold_norms(
                 f"running statistics at {path_name(key)} belong to a layer that is not a "
                 "TdBatchNorm or flax BatchNorm fed by a conv/dense layer; it cannot be folded"
             )
+    for _, norm in pairs:
+        if isinstance(norm.module, TEBN | BNTT):
+            raise ValueError(
+                f"norm layer {norm.name} is a {type(norm.module).__name__}, whose map differs "
+                "between time steps: it folds only into one kernel per step; use "
+                "fold_norms_per_step"
+            )
     for linear, norm in pairs:
         lin = subtree(variables, linear.path)["params"]
         nvars = subtree(variables, norm.path)
@@ -232,3 +246,49 @@ def fold_norms(
         new[key] = value
     folded = {"params": flax.traverse_util.unflatten_dict({k: new[k] for k in target})}
     return folded_model, folded
+
+
+def fold_norms_per_step(
+    model: nn.Module, variables: Mapping[str, Any], x: Array
+) -> dict[str, tuple[Array, Array]]:
+    """Each norm folded into its conv/dense layer, one kernel and bias per time step.
+
+    For TEBN and BNTT (module docstring), and tdBN, whose steps share one map.
+
+    Args:
+      model: a model whose norm layers are :class:`snn_jax.nn.TEBN`,
+        :class:`snn_jax.nn.BNTT` or :class:`snn_jax.nn.TdBatchNorm`, each
+        directly after a conv or dense layer.
+      variables: its trained variables (``params``, ``batch_stats``).
+      x: an example input (its values only serve to trace the layers).
+
+    Returns:
+      ``{linear layer path: (kernels [T, *kernel.shape], biases [T, C])}``:
+      at step ``t`` the layer with ``kernels[t]`` and ``biases[t]`` gives the
+      norm's evaluation-mode output.
+
+    Raises:
+      ValueError: a norm of another type (e.g. flax ``BatchNorm``).
+    """
+    folded = {}
+    for linear, norm in norm_pairs(model, variables, x):
+        if not isinstance(norm.module, TEBN | BNTT | TdBatchNorm):
+            raise ValueError(
+                f"norm layer {norm.name} is a {type(norm.module).__name__}; fold_norms_per_step "
+                "folds TEBN, BNTT and TdBatchNorm"
+            )
+        z = norm.args[0]
+        factor, shift = norm.module.apply(
+            dict(subtree(variables, norm.path)), z, use_running_average=True, method="affine"
+        )
+        steps = z.shape[0]
+        factor = jnp.broadcast_to(factor, (steps, factor.shape[-1]))
+        shift = jnp.broadcast_to(shift, (steps, shift.shape[-1]))
+        lin = subtree(variables, linear.path)["params"]
+        kernel = lin["kernel"]
+        bias = lin.get("bias", jnp.zeros(kernel.shape[-1], jnp.float32))
+        kernels = (
+            kernel[None] * factor.reshape((steps,) + (1,) * (kernel.ndim - 1) + (-1,))
+        ).astype(kernel.dtype)
+        folded[linear.name] = (kernels, (factor * bias + shift).astype(jnp.float32))
+    return folded

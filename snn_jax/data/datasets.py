@@ -9,7 +9,7 @@ from typing import Any
 from snn_jax.data.digits import DIGITS_SHAPE, digits_parts
 from snn_jax.data.events import EVENT_DATASETS, event_parts, frame_shape
 from snn_jax.data.pipeline import DatasetShape, Pipeline, check_batch_sizes
-from snn_jax.data.sources import DatasetParts
+from snn_jax.data.sources import DatasetParts, with_validation
 from snn_jax.data.tfds_images import TFDS_DATASETS, tfds_example_shape, tfds_parts
 
 __all__ = ["DATASET_NAMES", "DataConfig", "DatasetShape", "create_pipeline", "describe"]
@@ -34,6 +34,9 @@ class DataConfig:
         static sets of fixed size accept None or their own size.
       cache_dir: DVS frame cache (None: ``<data_dir>/snn_jax_cache``).
       num_workers: decoding threads (ImageNet, DVS cache build; None: auto).
+      validation_fraction: share of the training images held out, per class,
+        as a validation split for model selection (0: none). The draw is fixed
+        by the run seed; the test split is never touched.
     """
 
     name: str
@@ -44,6 +47,7 @@ class DataConfig:
     image_size: int | None = None
     cache_dir: str | None = None
     num_workers: int | None = None
+    validation_fraction: float = 0.0
 
     @classmethod
     def from_config(cls, config: Any) -> DataConfig:
@@ -61,6 +65,9 @@ class DataConfig:
             )
         if int(items.get("cutout") or 0) < 0:
             raise ValueError(f"cutout must be >= 0 pixels, got {items['cutout']}")
+        fraction = items.get("validation_fraction") or 0.0
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}")
         return cls(**items)
 
 
@@ -154,6 +161,7 @@ def create_pipeline(
     check_batch_sizes(global_batch_size, eval_batch_size, process_index, process_count)
     describe(cfg)  # image_size and time_steps
     parts = _parts(cfg)  # may read a whole data set: check the cheap things first
+    parts = with_validation(parts, float(cfg.validation_fraction or 0.0), seed)
     return Pipeline.build(
         name=cfg.name,
         num_classes=parts.num_classes,
@@ -161,6 +169,7 @@ def create_pipeline(
         time_major=parts.time_major,
         train_source=parts.train,
         test_source=parts.test,
+        validation_source=parts.validation,
         global_batch_size=global_batch_size,
         eval_batch_size=eval_batch_size,
         seed=seed,

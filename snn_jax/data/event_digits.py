@@ -65,7 +65,9 @@ class EventDigitsSpec:
       background: intensity of the background (the digit adds up to 1).
       contrast: ON and OFF contrast threshold (log units).
       refractory: refractory period, microseconds.
-      noise_rate: background events per pixel and second.
+      noise_rate: background events per pixel and second, over the whole recording.
+      idle_noise_rate: additional background events per pixel and second in
+        the idle segments only (0: none).
       seed: the generator's seed.
     """
 
@@ -81,6 +83,7 @@ class EventDigitsSpec:
     contrast: float = 0.3
     refractory: int = 200
     noise_rate: float = 20.0
+    idle_noise_rate: float = 0.0
     seed: int = 0
 
     @property
@@ -224,9 +227,23 @@ def generate(index: int, spec: EventDigitsSpec = EVENT_DIGITS) -> Recording:
         refractory=spec.refractory,
     )
     start, end = spec.time_window
+    sensor = (spec.sensor, spec.sensor)
     noise = background_events(
-        rng, sensor_size=(spec.sensor, spec.sensor), t_start=start, t_end=end, rate=spec.noise_rate
+        rng, sensor_size=sensor, t_start=start, t_end=end, rate=spec.noise_rate
     )
+    if spec.idle_noise_rate > 0:
+        length = spec.frames_per_segment * spec.frame_interval
+        bursts = [
+            background_events(
+                rng,
+                sensor_size=sensor,
+                t_start=start + s * length,
+                t_end=start + (s + 1) * length,
+                rate=spec.idle_noise_rate,
+            )
+            for s in np.flatnonzero(idle)
+        ]
+        noise = merge_events(noise, *bursts)
     return Recording(merge_events(signal, noise), noise, idle, int(labels[index]))
 
 

@@ -146,6 +146,12 @@ class Pipeline:
     process_count: int
     train_source: Source = dataclasses.field(repr=False)
     test_source: Source = dataclasses.field(repr=False)
+    validation_source: Source | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def validation_size(self) -> int:
+        """Examples in the validation split (0: none)."""
+        return 0 if self.validation_source is None else len(self.validation_source)
 
     @classmethod
     def build(
@@ -162,6 +168,7 @@ class Pipeline:
         seed: int = 0,
         process_index: int = 0,
         process_count: int = 1,
+        validation_source: Source | None = None,
     ) -> Pipeline:
         """Checks the batch arithmetic and returns the pipeline.
 
@@ -196,6 +203,7 @@ class Pipeline:
             process_count=process_count,
             train_source=train_source,
             test_source=test_source,
+            validation_source=validation_source,
         )
 
     @property
@@ -207,6 +215,18 @@ class Pipeline:
     def num_eval_batches(self) -> int:
         """Eval batches in one pass over the test split (the last one padded)."""
         return math.ceil(self.test_size / self.eval_batch_size)
+
+    def _eval_source(self, split: str) -> Source:
+        if split == "test":
+            return self.test_source
+        if split == "validation":
+            if self.validation_source is None:
+                raise ValueError(
+                    f"{self.name!r} was built without a validation split; set "
+                    "data.validation_fraction > 0"
+                )
+            return self.validation_source
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
 
     @property
     def shape(self) -> DatasetShape:
@@ -259,27 +279,32 @@ class Pipeline:
             yield self._train_batch(epoch, position, order)
             step += 1
 
-    def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
-        """One pass over the test split in order, without augmentation.
+    def eval_batches(self, split: str = "test") -> Iterator[dict[str, np.ndarray]]:
+        """One pass over the test (or validation) split in order, without augmentation.
 
-        Every test example appears exactly once over all processes. The last
-        global batch is padded to ``eval_batch_size`` with zero images whose
-        ``mask`` is False.
+        Every example of the split appears exactly once over all processes.
+        The last global batch is padded to ``eval_batch_size`` with zero images
+        whose ``mask`` is False.
+
+        Args:
+          split: ``"test"``, or ``"validation"`` (the share of the training
+            images held out by ``data.validation_fraction``).
 
         Yields:
           ``{"image": ..., "label": int32 [B], "mask": bool [B]}`` with
           ``B = eval_batch_size // process_count``.
         """
-        g = self.eval_batch_size
-        for b in range(self.num_eval_batches):
+        source = self._eval_source(split)
+        size, g = len(source), self.eval_batch_size
+        for b in range(math.ceil(size / g)):
             indices = np.arange(b * g, (b + 1) * g)
             local = self._local(indices)
-            mask = local < self.test_size
+            mask = local < size
             real = local[mask]
             images = np.zeros((len(local), *self.example_shape), np.float32)
             labels = np.zeros(len(local), np.int32)
             if len(real):
-                images[mask], labels[mask] = self.test_source.load(real, None)
+                images[mask], labels[mask] = source.load(real, None)
             yield {"image": self._finish(images), "label": labels, "mask": mask}
 
 

@@ -16,7 +16,16 @@ import numpy as np
 from snn_jax.data import augment
 from snn_jax.data.pipeline import Source
 
-__all__ = ["ArraySource", "DatasetParts", "ImageTransform"]
+__all__ = [
+    "ArraySource",
+    "DatasetParts",
+    "ImageTransform",
+    "SubsetSource",
+    "stratified_holdout",
+    "with_validation",
+]
+
+_HOLDOUT_TAG = 0x5EED_0003  # keeps the validation draw independent of order and augmentation
 
 # raw examples [n, ...] and one generator per example (None: eval) -> float32 [n, ...]
 BatchTransform = Callable[[np.ndarray, Sequence[np.random.Generator] | None], np.ndarray]
@@ -30,6 +39,7 @@ class DatasetParts(NamedTuple):
     time_major: bool
     train: Source
     test: Source
+    validation: Source | None = None  # held out of the training images (``with_validation``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,3 +126,105 @@ class ArraySource:
         raw[order] = self.images[indices[order]]
         images = self.transform(raw, rngs)
         return images.astype(np.float32, copy=False), self.labels[indices].astype(np.int32)
+
+
+def stratified_holdout(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits ``range(len(labels))`` into kept and held-out indices, class by class.
+
+    Each class ``c`` with ``n_c`` examples gives ``max(1, round(fraction * n_c))``
+    of them, drawn uniformly by ``Generator(tag, seed, c)``, to the held-out
+    part: every class keeps its share, and the draw is a function of
+    ``(labels, fraction, seed)`` only.
+
+    Args:
+      labels: integer labels ``[N]``.
+      fraction: share held out, in (0, 1).
+      seed: non-negative seed of the draw.
+
+    Returns:
+      ``(kept, held_out)``, two sorted int64 index arrays that together
+      partition ``range(N)``.
+
+    >>> kept, held = stratified_holdout(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.25, seed=0)
+    >>> len(kept), len(held), sorted(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])[held].tolist())
+    (7, 3, [0, 1, 1])
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    labels = np.asarray(labels)
+    held = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = max(1, round(fraction * len(members)))
+        if k >= len(members):
+            raise ValueError(
+                f"class {c} has {len(members)} example(s): holding out {fraction} of them "
+                "leaves none to train on; lower the fraction"
+            )
+        rng = np.random.default_rng([_HOLDOUT_TAG, seed, int(c)])
+        held.append(rng.choice(members, size=k, replace=False))
+    held_out = np.sort(np.concatenate(held))
+    kept = np.setdiff1d(np.arange(len(labels)), held_out)
+    return kept, held_out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SubsetSource:
+    """The examples ``indices`` of ``source``, renumbered ``0..len(indices) - 1``.
+
+    Loads through ``source`` (its transform, its augmentation when given
+    generators), so a validation subset of a training source, read without
+    generators, is normalised like the test split and never augmented.
+    """
+
+    source: Source
+    indices: np.ndarray
+
+    @property
+    def augments(self) -> bool:
+        return self.source.augments
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.source.labels)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(
+        self, indices: np.ndarray, rngs: Sequence[np.random.Generator] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.load(self.indices[np.asarray(indices)], rngs)
+
+
+def with_validation(parts: DatasetParts, fraction: float, seed: int) -> DatasetParts:
+    """``parts`` with a stratified share ``fraction`` of its training split moved to validation.
+
+    The validation examples are taken from the training split
+    (:func:`stratified_holdout`), so they are disjoint from the test split and
+    from the remaining training examples; ``seed`` fixes the draw. A fraction
+    of 0 returns ``parts`` unchanged.
+
+    Raises:
+      ValueError: for a fraction outside [0, 1), or a training source without
+        ``labels`` (stratifying needs them).
+    """
+    if fraction == 0:
+        return parts
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}")
+    labels = getattr(parts.train, "labels", None)
+    if labels is None:
+        raise ValueError(
+            f"validation_fraction = {fraction} needs the training labels in memory to "
+            f"stratify, which {type(parts.train).__name__} does not hold; set "
+            "validation_fraction=0 for this data set"
+        )
+    kept, held_out = stratified_holdout(np.asarray(labels), fraction, seed)
+    return parts._replace(
+        train=SubsetSource(parts.train, kept), validation=SubsetSource(parts.train, held_out)
+    )

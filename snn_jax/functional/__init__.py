@@ -5,6 +5,12 @@ Nothing here knows of Flax. Arrays are time-major ``[T, B, ...]``, channels last
 """
 
 from snn_jax.functional import surrogate
+from snn_jax.functional.attention import (
+    AttentionParams,
+    check_reduction,
+    temporal_attention,
+    temporal_attention_scores,
+)
 from snn_jax.functional.compact import (
     Currents,
     lif_from_currents,
@@ -24,10 +30,12 @@ from snn_jax.functional.tdbn import tdbn_affine, tdbn_apply, tdbn_normalize, tdb
 
 __all__ = [
     "RESETS",
+    "AttentionParams",
     "Currents",
     "LIFState",
     "aggregate_gradient",
     "check_lif_params",
+    "check_reduction",
     "lif_from_currents",
     "lif_scan",
     "lif_step",
@@ -38,5 +46,7 @@ __all__ = [
     "tdbn_apply",
     "tdbn_normalize",
     "tdbn_statistics",
+    "temporal_attention",
+    "temporal_attention_scores",
     "unpack_spikes",
 ]

@@ -3,7 +3,7 @@
 Every model maps a static batch ``[B, H, W, C]`` (repeated over ``time_steps``)
 or time-major frames ``[T, B, H, W, C]`` to logits ``[B, num_classes]``, is
 called as ``model.apply(variables, x, train=...)``, and takes
-``norm`` in :data:`snn_jax.nn.NORMS` (``"tdbn"``, ``"bn"``, ``"none"``) and
+``norm`` in :data:`snn_jax.nn.NORMS` (``"tdbn"``, ``"bn"``, ``"none"``, ``"tebn"``, ``"bntt"``) and
 ``neuron``, a :class:`snn_jax.nn.NeuronSpec`. ``neuron=NeuronSpec(kind="relu"),
 norm="bn", time_steps=1`` is the ANN twin of a model (same parameters, no time loop).
 The LIF layers sow their firing rates into the ``intermediates`` collection.

@@ -5,7 +5,7 @@ Every model of :mod:`snn_jax.models` is built from two kinds of layer:
 - a linear layer (conv or dense), run once over ``T*B`` examples by folding
   time into the batch (:func:`snn_jax.nn.fold_time`);
 - a :class:`snn_jax.nn.NormNeuron` after it: the norm (one of
-  :data:`snn_jax.nn.NORMS`: ``"tdbn"``, ``"bn"`` or ``"none"``, in which
+  :data:`snn_jax.nn.NORMS`: ``"tdbn"``, ``"bn"``, ``"tebn"``, ``"bntt"`` or ``"none"``, in which
   case the linear layer carries a bias) and the neuron (a
   :class:`snn_jax.nn.NeuronSpec`: LIF, scanned over ``T``, or ReLU).
 
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from snn_jax.functional.compact import spike_conv_general_dilated
 from snn_jax.nn import NORMS, NeuronSpec, NormNeuron, direct_encode, fold_time, unfold_time
-from snn_jax.nn.norm_neuron import check_compact
+from snn_jax.nn.norm_neuron import ATTENTIONS, check_compact
 
 __all__ = [
     "MEMORY_OPTIONS",
@@ -130,6 +130,10 @@ class LayerFactory:
         potentials stay float32.
       axis_name: the norms' ``axis_name`` (see :class:`snn_jax.nn.TdBatchNorm`).
       batch_shards: the devices the batch is split over (time folding's row order).
+      attention: one of :data:`snn_jax.nn.norm_neuron.ATTENTIONS`, in every unit
+        (see :class:`~snn_jax.nn.NormNeuron`).
+      attention_reduction: the attention's reduction ``r`` (``1 <= r <= T``).
+      discard_threshold: the attention's pruning threshold at evaluation, or ``None``.
     """
 
     neuron: NeuronSpec = NeuronSpec()
@@ -138,10 +142,19 @@ class LayerFactory:
     dtype: Any = jnp.float32
     axis_name: str | None = None
     batch_shards: int = 1
+    attention: str = "none"
+    attention_reduction: int = 1
+    discard_threshold: float | None = None
 
     def __post_init__(self):
         check_choice("norm", self.norm, NORMS)
         check_choice("memory option", self.memory, MEMORY_OPTIONS)
+        check_choice("attention", self.attention, ATTENTIONS)
+        if self.memory == "compact" and self.attention != "none":
+            raise ValueError(
+                "memory='compact' does not support attention (the compact kernel recomputes "
+                "the membranes from the unscaled currents); use memory='none' or 'remat'"
+            )
         if not isinstance(self.neuron, NeuronSpec):
             raise TypeError(
                 f"neuron must be a snn_jax.nn.NeuronSpec, got {self.neuron!r}; e.g. "
@@ -200,6 +213,9 @@ class LayerFactory:
             tuple(norm_names),
             compact=self.memory == "compact",
             axis_name=self.axis_name,
+            attention=self.attention,
+            attention_reduction=self.attention_reduction,
+            discard_threshold=self.discard_threshold,
             name=name,
         )
 
@@ -261,7 +277,8 @@ class SpikingModel(nn.Module):
       neuron: the neurons' :class:`~snn_jax.nn.NeuronSpec` (leak, threshold,
         reset, surrogate, ...; ``NeuronSpec(kind="relu")`` for the ANN twin).
         tdBN's ``V_th`` is the neurons' ``v_th``.
-      norm: ``"tdbn"``, ``"bn"`` or ``"none"`` (see :data:`snn_jax.nn.NORMS`).
+      norm: ``"tdbn"``, ``"bn"``, ``"tebn"``, ``"bntt"`` or ``"none"`` (see
+        :data:`snn_jax.nn.NORMS`).
       memory: one of :data:`MEMORY_OPTIONS`: ``"none"``, ``"remat"`` (recompute
         blocks in the backward pass) or ``"compact"`` (spikes stored as bits,
         membranes recomputed: :class:`snn_jax.nn.NormNeuron`).
@@ -275,6 +292,11 @@ class SpikingModel(nn.Module):
         ``jax.jit`` (the training loop sets it from its mesh): time is then
         folded into the batch per device, so each device computes only its
         own examples. Any value gives the same result.
+      attention: ``"none"`` or ``"temporal"``: TA-SNN's temporal-wise
+        attention in every unit, after the norm and before the neuron
+        (:class:`snn_jax.nn.NormNeuron`; not with ``memory="compact"``).
+      attention_reduction: its reduction ``r``, ``1 <= r <= T``.
+      discard_threshold: its pruning threshold at evaluation (``None``: no pruning).
     """
 
     num_classes: int = 10
@@ -286,6 +308,9 @@ class SpikingModel(nn.Module):
     dtype: Any = jnp.float32
     axis_name: str | None = None
     batch_shards: int = 1
+    attention: str = "none"
+    attention_reduction: int = 1
+    discard_threshold: float | None = None
 
     def __post_init__(self):
         self.layer_factory()  # validates norm, neuron and memory option early
@@ -299,6 +324,9 @@ class SpikingModel(nn.Module):
             dtype=self.dtype,
             axis_name=self.axis_name,
             batch_shards=self.batch_shards,
+            attention=self.attention,
+            attention_reduction=self.attention_reduction,
+            discard_threshold=self.discard_threshold,
         )
 
     def maybe_remat(self, cls: type[nn.Module]) -> type[nn.Module]:

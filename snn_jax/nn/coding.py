@@ -60,7 +60,20 @@ class MeanDecoder(nn.Module):
     """Decoding layer ``Q = (1/T) * sum_t (M o[t] + b)``: ``[T, B, F] -> [B, features]``.
 
     Computed as ``M mean_t(o[t]) + b``, which is equal by linearity and costs
-    one matrix product instead of ``T``.
+    one matrix product instead of ``T``. When the caller makes the collection
+    ``"step_outputs"`` mutable (the TET loss, :func:`snn_jax.training.tet_loss`),
+    it computes every step's output ``O_t = M o[t] + b`` ``[T, B, features]``,
+    records it there as ``step_logits`` and returns their mean.
+
+    >>> import jax
+    >>> o = (jax.random.uniform(jax.random.key(0), (4, 2, 3)) < 0.5).astype(jnp.float32)
+    >>> dec = MeanDecoder(5)
+    >>> v = dec.init(jax.random.key(1), o)
+    >>> q, steps = dec.apply(v, o, mutable=["step_outputs"])
+    >>> steps["step_outputs"]["step_logits"][0].shape
+    (4, 2, 5)
+    >>> bool(jnp.allclose(q, dec.apply(v, o), atol=1e-6))
+    True
 
     Attributes:
       features: number of outputs (classes).
@@ -79,4 +92,8 @@ class MeanDecoder(nn.Module):
                 f"MeanDecoder expects time-major features [T, B, F], got shape {spikes.shape}"
             )
         dense = nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype, name="readout")
+        if self.is_mutable_collection("step_outputs"):
+            per_step = dense(spikes)
+            self.sow("step_outputs", "step_logits", per_step)
+            return jnp.mean(per_step, axis=0)
         return dense(jnp.mean(spikes, axis=0))

@@ -16,13 +16,16 @@ import jax.numpy as jnp
 from snn_jax.functional import lif as lif_lib
 from snn_jax.functional import surrogate as surrogate_lib
 
-__all__ = ["GRADIENTS", "IF", "KINDS", "LIF", "NeuronSpec"]
+__all__ = ["GRADIENTS", "IF", "KINDS", "LEARN", "LIF", "NeuronSpec"]
 
 # "lif": the iterative LIF neuron (METHOD.md section 1); "relu": the ANN twin's activation.
 KINDS: tuple[str, ...] = ("lif", "relu")
 # "stbp": autodiff through the LIF with the surrogate (METHOD.md section 3);
 # "aggregate": spike-based BP's gradient (Lee et al. 2020), snn_jax.functional.aggregate_gradient.
 GRADIENTS: tuple[str, ...] = ("stbp", "aggregate")
+# What a learnable leak or threshold is shared by: "none" (a constant), one value per
+# "layer", or one per "channel" (the last axis). METHOD.md section 10.
+LEARN: tuple[str, ...] = ("none", "layer", "channel")
 
 
 def _real(v) -> bool:
@@ -43,7 +46,12 @@ _RULES: tuple[tuple[str, Any, str], ...] = (
     ),
     ("gradient", lambda v: v in GRADIENTS, f"must be one of {GRADIENTS}"),
     ("detach_reset", lambda v: isinstance(v, bool), "must be True or False"),
-    ("learn_tau", lambda v: isinstance(v, bool), "must be True or False"),
+    ("learn_tau", lambda v: v in LEARN, f"must be one of {LEARN} (a learned leak's sharing)"),
+    (
+        "learn_v_th",
+        lambda v: v in LEARN,
+        f"must be one of {LEARN} (a learned threshold's sharing)",
+    ),
     ("channel_threshold", lambda v: isinstance(v, bool), "must be True or False"),
     (
         "unroll",
@@ -64,9 +72,18 @@ def _problems(values: Mapping[str, Any], name: Callable[[str], str]) -> list[str
                 good = False
             if not good:
                 lines.append(f"{name(field)} = {values[field]!r}: {requirement}")
-    if not lines and values.get("learn_tau") and values.get("tau", 0.25) >= 1:
+    learn_tau = values.get("learn_tau", "none")
+    if not lines and learn_tau != "none" and values.get("tau", 0.25) >= 1:
         lines.append(
-            f"{name('learn_tau')} = True: needs an initial {name('tau')} < 1 (tau = sigmoid(logit))"
+            f"{name('learn_tau')} = {learn_tau!r}: needs an initial {name('tau')} < 1 "
+            "(tau = sigmoid(tau_logit)); e.g. tau = 0.5"
+        )
+    learn_v_th = values.get("learn_v_th", "none")
+    if not lines and learn_v_th != "none" and values.get("channel_threshold", False):
+        lines.append(
+            f"{name('learn_v_th')} = {learn_v_th!r}: conflicts with "
+            f"{name('channel_threshold')} = True (a threshold set directly, as conversion does); "
+            "choose one"
         )
     return lines
 
@@ -83,7 +100,8 @@ class NeuronSpec:
       tau: leak in (0, 1] (1: integrate-and-fire). With ``learn_tau`` the
         initial value of a learned leak ``sigmoid(tau_logit)``, then < 1.
       v_th: firing threshold, > 0 (also tdBN's ``V_th``). With
-        ``channel_threshold`` the initial value of the per-channel thresholds.
+        ``channel_threshold`` or ``learn_v_th`` the initial value of the
+        learned thresholds.
       reset: ``"zero"``: ``u[t] = tau * u[t-1] * (1 - o[t-1]) + x[t]``;
         ``"subtract"``: ``u[t] = tau * (u[t-1] - v_th * o[t-1]) + x[t]``.
       surrogate: the surrogate gradient's name (``snn_jax.surrogate.NAMES``).
@@ -91,7 +109,11 @@ class NeuronSpec:
         names it: width, alpha or slope); ``None``: the surrogate's default.
       detach_reset: stop the gradient through the reset term.
       gradient: one of :data:`GRADIENTS`.
-      learn_tau: learn one leak per layer (parametric LIF).
+      learn_tau: learn the leak (parametric LIF, Fang et al. 2021), one of
+        :data:`LEARN`: ``"none"``, one per ``"layer"`` or per ``"channel"``;
+        a parameter ``tau_logit`` with ``tau = sigmoid(tau_logit)`` in (0, 1).
+      learn_v_th: learn the threshold, one of :data:`LEARN`; a parameter
+        ``v_th_log`` with ``V_th = exp(v_th_log)`` > 0.
       channel_threshold: one threshold per channel (the last axis), a
         parameter ``v_th`` ``[C]``; ANN-to-SNN conversion sets it.
       unroll: unroll factor of the LIF time loop (a speed knob; ``True`` or
@@ -113,7 +135,8 @@ class NeuronSpec:
     surrogate_param: float | None = None
     detach_reset: bool = False
     gradient: str = "stbp"
-    learn_tau: bool = False
+    learn_tau: str = "none"
+    learn_v_th: str = "none"
     channel_threshold: bool = False
     unroll: int | bool = 1
 
@@ -188,9 +211,14 @@ class LIF(nn.Module):
     with the spec's leak, threshold, reset and surrogate; the state starts at
     rest on every call, so there is no hidden memory to reset between batches.
     With ``spec.learn_tau`` the leak is a parameter ``tau_logit`` (``tau =
-    sigmoid(tau_logit)``); with ``spec.channel_threshold`` the thresholds are a
-    parameter ``v_th`` ``[C]``. ``spec.gradient == "aggregate"`` gives the
-    spikes spike-based BP's backward pass instead of STBP's.
+    sigmoid(tau_logit)``, shape ``()`` per layer or ``[C]`` per channel), with
+    ``spec.learn_v_th`` the threshold a parameter ``v_th_log`` (``V_th =
+    exp(v_th_log)``, same shapes); both go through the hand-written STBP
+    backward, which sums their gradients over time (METHOD.md section 10).
+    With ``spec.channel_threshold`` the thresholds are a parameter ``v_th``
+    ``[C]`` used as they are (ANN-to-SNN conversion sets it).
+    ``spec.gradient == "aggregate"`` gives the spikes spike-based BP's
+    backward pass instead of STBP's.
 
     The layer sows each example's firing rate (the mean of its spikes over
     time and neurons, ``[B]``) as ``intermediates/firing_rate``.
@@ -214,10 +242,15 @@ class LIF(nn.Module):
                 f"LIF expects a time-major input [T, B, ...] (ndim >= 2), got shape {x.shape}"
             )
         tau, v_th = spec.tau, spec.v_th
-        if spec.learn_tau:
+        shapes = {"layer": (), "channel": (x.shape[-1],)}
+        if spec.learn_tau != "none":
             logit = math.log(spec.tau / (1 - spec.tau))
-            tau_logit = self.param("tau_logit", nn.initializers.constant(logit), (), jnp.float32)
+            init = nn.initializers.constant(logit)
+            tau_logit = self.param("tau_logit", init, shapes[spec.learn_tau], jnp.float32)
             tau = jax.nn.sigmoid(tau_logit)
+        if spec.learn_v_th != "none":
+            init = nn.initializers.constant(math.log(spec.v_th))
+            v_th = jnp.exp(self.param("v_th_log", init, shapes[spec.learn_v_th], jnp.float32))
         if spec.channel_threshold:
             init = nn.initializers.constant(spec.v_th)
             v_th = self.param("v_th", init, (x.shape[-1],), jnp.float32)

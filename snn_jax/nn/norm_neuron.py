@@ -22,15 +22,24 @@ import jax
 import jax.numpy as jnp
 
 from snn_jax.functional.compact import Currents, lif_from_currents
+from snn_jax.nn.attention import TemporalAttention
 from snn_jax.nn.neurons import LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
+from snn_jax.nn.temporal_norm import BNTT, TEBN
 
-__all__ = ["NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
+__all__ = ["ATTENTIONS", "NORMS", "STEP_NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
 
 # "tdbn": TdBatchNorm with the unit's alpha and the neurons' V_th (METHOD.md section 4);
 # "bn": ordinary batch norm over the same axes (a TdBatchNorm with alpha * V_th = 1);
-# "none": no norm (the linear layers feeding the unit then carry a bias).
-NORMS: tuple[str, ...] = ("tdbn", "bn", "none")
+# "none": no norm (the linear layers feeding the unit then carry a bias);
+# "tebn", "bntt": the norms with a part per time step (TEBN, BNTT; METHOD.md section 10).
+NORMS: tuple[str, ...] = ("tdbn", "bn", "none", "tebn", "bntt")
+# the norms whose evaluation-mode map differs between time steps
+STEP_NORMS: tuple[str, ...] = ("tebn", "bntt")
+
+# "none": no attention; "temporal": TA-SNN's temporal-wise attention (snn_jax.nn.TemporalAttention)
+# on the normalized currents, before the neuron (METHOD.md section 11).
+ATTENTIONS: tuple[str, ...] = ("none", "temporal")
 
 
 def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
@@ -45,10 +54,12 @@ def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
     conflicts = {
         f"neuron kind {neuron.kind!r}": neuron.kind != "lif",
         "norm='none'": norm == "none",
+        f"norm={norm!r} (a map per time step)": norm in STEP_NORMS,
         f"reset={neuron.reset!r}": neuron.reset != "zero",
         "channel_threshold": neuron.channel_threshold,
         f"gradient={neuron.gradient!r}": neuron.gradient != "stbp",
-        "learn_tau": neuron.learn_tau,
+        f"learn_tau={neuron.learn_tau!r}": neuron.learn_tau != "none",
+        f"learn_v_th={neuron.learn_v_th!r}": neuron.learn_v_th != "none",
     }
     return [name for name, present in conflicts.items() if present]
 
@@ -76,9 +87,19 @@ class NormNeuron(nn.Module):
       compact: keep only the inputs (and spikes as bits) for the backward pass
         (see :func:`compact_conflicts` for what it needs).
       axis_name: the norms' ``axis_name`` (see :class:`TdBatchNorm`).
+      attention: one of :data:`ATTENTIONS`. ``"temporal"`` scales the sum of
+        the normalized currents by TA-SNN's per-frame scores (a
+        :class:`~snn_jax.nn.TemporalAttention` named ``attention``) before
+        the identity ``spikes`` are added and the neuron fires: after the
+        norm, before the neuron, as the official code; an identity shortcut
+        passes unscaled. Not with ``compact``.
+      attention_reduction: the attention's ``reduction``.
+      discard_threshold: the attention's ``discard_threshold`` (pruning at
+        evaluation; ``None``: none).
 
-    Layers: the norms (``norm_names``) and ``lif`` (a :class:`LIF`, which sows
-    the firing rates; when compact, only that).
+    Layers: the norms (``norm_names``), ``attention`` (with attention) and
+    ``lif`` (a :class:`LIF`, which sows the firing rates; when compact, only
+    that).
 
     >>> import jax
     >>> unit = NormNeuron(NeuronSpec(), alphas=(0.7, 0.7), norm_names=("norm", "shortcut_norm"))
@@ -94,10 +115,21 @@ class NormNeuron(nn.Module):
     norm_names: Sequence[str] = ("norm",)
     compact: bool = False
     axis_name: str | None = None
+    attention: str = "none"
+    attention_reduction: int = 1
+    discard_threshold: float | None = None
 
     def __post_init__(self):
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"unknown attention {self.attention!r}; expected one of {ATTENTIONS}")
+        if self.compact and self.attention != "none":
+            raise ValueError(
+                "memory='compact' does not support attention: the compact kernel recomputes "
+                "the membranes from the normalized currents, which the attention rescales; "
+                "use memory='none' or 'remat' with attention"
+            )
         if len(self.alphas) != len(self.norm_names):
             raise ValueError(
                 f"NormNeuron needs one alpha per norm name, got {len(self.alphas)} alphas and "
@@ -122,15 +154,26 @@ class NormNeuron(nn.Module):
         for z, layer in zip(currents, self._norms(), strict=True):
             y = z if layer is None else layer(z, use_running_average=not train)
             x = y if x is None else x + y
+        if self.attention == "temporal":
+            attention = TemporalAttention(
+                self.attention_reduction, self.discard_threshold, name="attention"
+            )
+            x = attention(x, train=train)
         if spikes is not None:
             x = x + spikes
         if self.neuron.kind == "relu":
             return nn.relu(x)
         return LIF(self.neuron, name="lif")(x.astype(jnp.float32))
 
-    def _norms(self) -> list[TdBatchNorm | None]:
+    def _norms(self) -> list[TdBatchNorm | TEBN | BNTT | None]:
         if self.norm == "none":
             return [None] * len(self.alphas)
+        if self.norm in STEP_NORMS:
+            cls = TEBN if self.norm == "tebn" else BNTT
+            return [
+                cls(axis_name=self.axis_name, dtype=jnp.float32, name=name)
+                for name in self.norm_names
+            ]
         return [
             TdBatchNorm(
                 alpha=alpha if self.norm == "tdbn" else 1.0,

@@ -18,7 +18,7 @@ class Checkpointer:
 
     Each checkpoint holds the whole ``TrainState`` (params, batch statistics,
     optimizer state, step, RNG, non-finite counters) and a small JSON of run
-    metadata (e.g. the best test accuracy so far). orbax writes to a temporary
+    metadata (e.g. the model selection so far). orbax writes to a temporary
     directory and renames it when complete, so a killed process never leaves a
     half-written checkpoint that ``restore`` would read. Use as a context
     manager, or call ``close()``: it waits for pending asynchronous saves.

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from snn_jax.data.datasets import DATASET_NAMES, DataConfig
+from snn_jax.training.losses import LOSSES
 from snn_jax.training.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = ["DTYPES", "check_config", "check_run"]
@@ -46,6 +47,9 @@ _TOP_KEYS = frozenset(
         "max_nonfinite_steps",
         "progress",
         "distributed",
+        "loss",
+        "tet_lambda",
+        "tet_phi",
     }
 )
 _OPTIMIZER_KEYS = frozenset(
@@ -168,7 +172,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     """
     # imported here: the model zoo is not needed to check the rest, nor at import time
     from snn_jax import models
-    from snn_jax.nn import NORMS, NeuronSpec
+    from snn_jax.nn import ATTENTIONS, NORMS, NeuronSpec
 
     p = _Problems(config)
     p.unknown("", _TOP_KEYS, typos_only=True)
@@ -209,6 +213,14 @@ def check_config(config: Mapping[str, Any]) -> None:
     )
     for key in ("progress", "distributed"):
         p.check(key, _bool, "must be True or False")
+    # the loss (snn_jax.training.losses)
+    p.check("loss", lambda v: v in LOSSES, f"must be one of {LOSSES}")
+    p.check(
+        "tet_lambda",
+        lambda v: _number(v) and 0 <= v <= 1,
+        "must be in [0, 1] (TET's weight of the squared-error term, e.g. 1e-3)",
+    )
+    p.check("tet_phi", _number, "must be a finite number (TET's target output, e.g. 1.0)")
 
     # the optimizer
     o = "optimizer."
@@ -247,6 +259,11 @@ def check_config(config: Mapping[str, Any]) -> None:
     p.check("data.name", lambda v: v in DATASET_NAMES, f"must be one of {DATASET_NAMES}")
     p.check("data.augment", _bool, "must be True or False")
     p.check("data.cutout", lambda v: _int(v) and v >= 0, "must be an integer >= 0 (0: off)")
+    p.check(
+        "data.validation_fraction",
+        lambda v: _number(v) and 0 <= v < 1,
+        "must be in [0, 1) (the share of training images held out for validation; 0: none)",
+    )
     for key in ("time_steps", "image_size", "num_workers"):
         p.check(
             "data." + key,
@@ -263,6 +280,29 @@ def check_config(config: Mapping[str, Any]) -> None:
         lambda v: v in models.MEMORY_OPTIONS,
         f"must be one of {models.MEMORY_OPTIONS}",
     )
+    p.check(m + "attention", lambda v: v in ATTENTIONS, f"must be one of {ATTENTIONS}")
+    _, time_steps = p.value("time_steps")
+    _, attention = p.value(m + "attention")
+    most = time_steps if _int(time_steps) and attention == "temporal" else None
+    p.check(
+        m + "attention_reduction",
+        lambda v: _int(v) and v >= 1 and (most is None or v <= most),
+        "must be an integer in [1, T]"
+        + (f" = [1, {most}]" if most else "")
+        + " (the attention's hidden layer has T // reduction units; the official code uses "
+        "5 at T = 10 and 16 at T = 30)",
+    )
+    p.check(
+        m + "discard_threshold",
+        lambda v: v is None or (_number(v) and 0 <= v <= 1),
+        "must be None (no pruning) or an attention score in [0, 1], e.g. 0.5",
+    )
+    if attention == "temporal" and p.value(m + "memory")[1] == "compact":
+        p.add(
+            m + "memory",
+            "compact",
+            "does not support attention (model.attention = 'temporal'); use 'none' or 'remat'",
+        )
     present, model = p.value("model")
     if present and hasattr(model, "keys"):  # the neuron's values: NeuronSpec's own rules
         p.lines += NeuronSpec.config_problems(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+LOSS_KEYS = ("loss", "tet_lambda", "tet_phi")  # train_step's keyword arguments in a config
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, batch_shards: int = 1):
@@ -166,6 +169,27 @@ class _Schedule:
         return step == self.total or (every > 0 and step % every == 0)
 
 
+@dataclasses.dataclass
+class _Selection:
+    """Model selection on the validation split: the best evaluation so far.
+
+    Best means the highest validation accuracy, ties broken by the lower
+    validation loss (then the earlier step). The test split plays no part;
+    its accuracy at that step is only recorded.
+    """
+
+    accuracy: float | None = None
+    loss: float | None = None
+    step: int | None = None
+    test_accuracy: float | None = None
+
+    def update(self, step: int, validation: dict, test: dict) -> None:
+        acc, loss = float(validation["accuracy"]), float(validation["loss"])
+        if self.accuracy is None or (acc, -loss) > (self.accuracy, -self.loss):
+            self.accuracy, self.loss, self.step = acc, loss, step
+            self.test_accuracy = float(test["accuracy"])
+
+
 class _TrainClock:
     """Wall time spent training, without evaluations and checkpoints.
 
@@ -201,7 +225,9 @@ class TrainResult(NamedTuple):
       state: the final ``TrainState`` (the one the last checkpoint holds),
         replicated over the devices.
       summary: what ``summary.json`` holds: ``final_test_accuracy``,
-        ``best_test_accuracy``, ``train_seconds``, ``steps``, ``interrupted``,
+        ``best_validation_accuracy``, ``best_validation_step``,
+        ``test_accuracy_at_best_validation`` (None without a validation
+        split), ``train_seconds``, ``steps``, ``interrupted``,
         ``firing_rates`` and more.
     """
 
@@ -269,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     train_fn = jax.jit(
-        steps.train_step,
+        # the loss keys a config sets (absent ones: train_step's defaults, the CE loss)
+        functools.partial(steps.train_step, **{k: config[k] for k in LOSS_KEYS if k in config}),
         donate_argnums=0,
         out_shardings=(state_sharding, sharding.replicated(mesh)),
     )
@@ -296,7 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         )
         if start:
             log.info("resumed from step %d in %s", start, workdir)
-        best = meta.get("best_test_accuracy", 0.0)
+        selection = _Selection(**meta.get("selection", {}))
         test = meta.get("last_test", {})
         batches = stack.enter_context(
             contextlib.closing(device_batches(pipeline.train_batches(start), mesh, time_major))
@@ -357,23 +384,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     mesh=mesh,
                     time_major=pipeline.time_major,
                 )
-                best = max(best, test["accuracy"])
                 writer.write(step, "test", test)
-                bar.write(
-                    f"step {step}: test loss {test['loss']:.4f} accuracy {test['accuracy']:.4f}"
-                )
+                shown = f"test loss {test['loss']:.4f} accuracy {test['accuracy']:.4f}"
+                if pipeline.validation_size:
+                    validation = evaluation.evaluate(
+                        model,
+                        {"params": state.params, "batch_stats": state.batch_stats},
+                        pipeline.eval_batches("validation"),
+                        mesh=mesh,
+                        time_major=pipeline.time_major,
+                    )
+                    writer.write(step, "validation", validation)
+                    selection.update(step, validation, test)
+                    shown += f", validation accuracy {validation['accuracy']:.4f}"
+                bar.write(f"step {step}: {shown}")
             stopping = stop_agreed(stop, sync_point=logs or saves)
             if saves or stopping:
                 clock.wait(metrics)
                 ckpt.save(
                     state,
-                    dict(best_test_accuracy=best, train_seconds=clock.total, last_test=test),
+                    dict(
+                        selection=dataclasses.asdict(selection),
+                        train_seconds=clock.total,
+                        last_test=test,
+                    ),
                 )
             clock.resume()
         interrupted = stopping
         if interrupted:
             ckpt.save(
-                state, dict(best_test_accuracy=best, train_seconds=clock.total, last_test=test)
+                state,
+                dict(
+                    selection=dataclasses.asdict(selection),
+                    train_seconds=clock.total,
+                    last_test=test,
+                ),
             )
             log.warning(
                 "stopped by %s at step %d; checkpoint saved in %s, rerun to resume",
@@ -389,7 +434,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         "interrupted": interrupted,
         "final_test_accuracy": test.get("accuracy"),
         "final_test_loss": test.get("loss"),
-        "best_test_accuracy": best,
+        "best_validation_accuracy": selection.accuracy,
+        "best_validation_step": selection.step,
+        "test_accuracy_at_best_validation": selection.test_accuracy,
+        "validation_examples": pipeline.validation_size,
         "train_seconds": clock.total,
         "skipped_steps": int(jax.device_get(state.skipped_steps)),
         "firing_rates": {

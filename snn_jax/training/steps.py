@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from snn_jax.training.losses import STEP_OUTPUTS, step_logits, tet_loss
 from snn_jax.training.state import TrainState
 
 __all__ = ["cross_entropy", "firing_rates", "train_step"]
@@ -51,11 +52,20 @@ def _variables(state: TrainState, params) -> dict[str, Any]:
     return variables
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Metrics]:
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    loss: str = "ce",
+    tet_lambda: float = 1e-3,
+    tet_phi: float = 1.0,
+) -> tuple[TrainState, Metrics]:
     """One optimisation step on a (sharded) batch.
 
-    The loss is the mean softmax cross-entropy of the decoded output; its
-    gradient is STBP through the model's LIF scans. A step whose loss or
+    The loss is the mean softmax cross-entropy of the decoded output
+    (``loss="ce"``) or the TET loss of the decoder's per-step outputs
+    (``loss="tet"``, :func:`snn_jax.training.tet_loss` with ``tet_lambda``
+    and ``tet_phi``); its gradient is STBP through the model's LIF scans. A step whose loss or
     gradient is not finite keeps the old parameters, optimizer state and
     statistics (the step counter still advances: the batch was consumed) and
     is counted in ``skipped`` and ``nonfinite_streak``.
@@ -71,15 +81,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
 
+    if loss not in ("ce", "tet"):
+        raise ValueError(f"unknown loss {loss!r}; expected 'ce' or 'tet'")
+    collections = ["batch_stats", "intermediates"] + ([STEP_OUTPUTS] if loss == "tet" else [])
+
     def loss_fn(params):
         logits, updates = state.apply_fn(
             _variables(state, params),
             batch["image"],
             train=True,
-            mutable=["batch_stats", "intermediates"],
+            mutable=collections,
             rngs={"dropout": step_rng},
         )
-        return jnp.mean(cross_entropy(logits, batch["label"])), (logits, updates)
+        if loss == "tet":
+            value = tet_loss(step_logits(updates), batch["label"], lam=tet_lambda, phi=tet_phi)
+        else:
+            value = jnp.mean(cross_entropy(logits, batch["label"]))
+        return value, (logits, updates)
 
     (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)

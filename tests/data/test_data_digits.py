@@ -110,3 +110,65 @@ def test_accepts_the_default_config_dict():
     c.data_dir = ml_collections.FieldReference(None, field_type=str)
     p = create_pipeline(c, global_batch_size=16, process_index=1, process_count=2)
     assert next(p.train_batches())["image"].shape == (8, 8, 8, 1)
+
+
+def _all(pipeline, split):
+    ev = list(pipeline.eval_batches(split))
+    images = np.concatenate([e["image"][e["mask"]] for e in ev])
+    labels = np.concatenate([e["label"][e["mask"]] for e in ev])
+    return images, labels
+
+
+def _train_epoch(pipeline):
+    # one epoch in the order of epoch 0 (batch 1 so nothing is dropped)
+    batches = [pipeline.train_batch(s) for s in range(pipeline.steps_per_epoch)]
+    return np.concatenate([b["image"] for b in batches]), np.concatenate(
+        [b["label"] for b in batches]
+    )
+
+
+def test_validation_split_is_stratified_disjoint_and_fixed_by_the_seed(split):
+    config = {"name": "digits", "validation_fraction": 0.1}
+    p = create_pipeline(config, global_batch_size=1, eval_batch_size=50, seed=3)
+    val_images, val_labels = _all(p, "validation")
+    train_images, train_labels = _train_epoch(p)
+    test_images, _ = _all(p, "test")
+    # sizes: each class gives round(0.1 * n_c) of its training images
+    expected = np.round(0.1 * np.bincount(split.train_labels, minlength=10)).astype(int)
+    np.testing.assert_array_equal(np.bincount(val_labels, minlength=10), expected)
+    assert (p.validation_size, p.train_size) == (expected.sum(), 1437 - expected.sum())
+    np.testing.assert_array_equal(
+        np.bincount(train_labels, minlength=10) + expected, np.bincount(split.train_labels)
+    )
+    # disjoint from the training examples and the untouched test split, together the 1437
+    val = {x.tobytes() for x in val_images}
+    assert len(val) == len(val_images)
+    assert not any(x.tobytes() in val for x in train_images)
+    assert not any(x.tobytes() in val for x in test_images)
+    np.testing.assert_array_equal(test_images, split.test_images)
+    together = sorted(x.tobytes() for x in np.concatenate([train_images, val_images]))
+    assert together == sorted(x.tobytes() for x in split.train_images)
+    # the same seed draws the same split; another seed another one
+    again = create_pipeline(config, global_batch_size=1, eval_batch_size=50, seed=3)
+    np.testing.assert_array_equal(_all(again, "validation")[0], val_images)
+    other = create_pipeline(config, global_batch_size=1, eval_batch_size=50, seed=4)
+    assert not np.array_equal(_all(other, "validation")[0], val_images)
+
+
+def test_validation_split_is_not_augmented():
+    config = {"name": "digits", "validation_fraction": 0.1}
+    plain = create_pipeline(config, global_batch_size=8, eval_batch_size=200)
+    aug = create_pipeline({**config, "augment": True}, global_batch_size=8, eval_batch_size=200)
+    for a, b in zip(plain.eval_batches("validation"), aug.eval_batches("validation"), strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_validation_config_errors():
+    with pytest.raises(ValueError, match="validation_fraction"):
+        create_pipeline({"name": "digits", "validation_fraction": 1.0}, global_batch_size=8)
+    p = create_pipeline({"name": "digits"}, global_batch_size=8)
+    assert p.validation_size == 0
+    with pytest.raises(ValueError, match="validation_fraction"):
+        next(p.eval_batches("validation"))
+    with pytest.raises(ValueError, match="'test' or 'validation'"):
+        next(p.eval_batches("train"))

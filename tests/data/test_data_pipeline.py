@@ -190,3 +190,19 @@ def test_time_major_event_batches():
     np.testing.assert_array_equal(
         batch["image"][0, :, 0, 0, 0], epoch_permutation(0, 0, N_TRAIN)[:GLOBAL_BATCH]
     )
+
+
+def test_stratified_holdout_against_a_count_per_class():
+    from snn_jax.data.sources import stratified_holdout
+
+    labels = np.repeat(np.arange(4), [10, 21, 3, 40])
+    kept, held = stratified_holdout(labels, 0.2, seed=5)
+    # per class: max(1, round(0.2 * n)) -> 2, 4, 1, 8
+    np.testing.assert_array_equal(np.bincount(labels[held], minlength=4), [2, 4, 1, 8])
+    np.testing.assert_array_equal(np.sort(np.concatenate([kept, held])), np.arange(len(labels)))
+    _, held_again = stratified_holdout(labels, 0.2, seed=5)
+    np.testing.assert_array_equal(held, held_again)
+    with pytest.raises(ValueError, match="class 0 has 1 example"):
+        stratified_holdout(np.array([0, 1, 1, 1]), 0.5, seed=0)
+    with pytest.raises(ValueError, match="fraction"):
+        stratified_holdout(labels, 0.0, seed=0)

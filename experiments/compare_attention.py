@@ -1,0 +1,373 @@
+r"""Temporal-wise attention on ``event_digits``: with and without, scores per bin, pruning.
+
+    python -m experiments.compare_attention [--workdir=workdirs/compare_attention] \
+        [--time_steps=8,16] [--num_epochs=N] [--smoke]
+
+For each ``T`` it trains ``experiments/configs/event_digits.py`` (no
+attention) and ``event_digits_ta.py`` (attention) in
+``<workdir>/{plain,attention}_t<T>`` (rerunning resumes and skips what is
+done), then, on the test split:
+
+- accuracy, spikes per image and synaptic operations per image of both arms;
+- the attention model's scores ``d[b, t]`` of every layer, set against each
+  bin's share of noise events (``snn_jax.data.event_digits.bin_statistics``):
+  per layer, the mean +- std over test recordings of each recording's mean
+  score on its noise-only bins (wholly inside idle segments) and on its
+  saccade bins (wholly inside saccades);
+- accuracy, fraction of frames dropped and SOPs as the discard threshold
+  rises (the paper's attention pruning at inference, METHOD.md section 11).
+
+Writes ``results.json``, ``results.md`` (the tables) and
+``attention_scores.png`` / ``attention_pruning.png`` to the workdir.
+``--smoke`` runs everything for two training steps on a tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+
+from experiments import require_matplotlib
+from experiments.configs import event_digits, event_digits_ta
+from snn_jax import analysis
+from snn_jax import data as data_lib
+from snn_jax.data.event_digits import EVENT_DIGITS, bin_statistics
+from snn_jax.training import build_model, evaluate, train_and_evaluate
+from snn_jax.training.evaluation import forward_with_spikes
+from snn_jax.training.writers import write_json_atomic
+
+THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare_attention", "Output folder.")
+_TIME_STEPS = flags.DEFINE_list("time_steps", ["8", "16"], "Values of T.")
+_EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the configs' epochs.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Two training steps on a tiny model.")
+_CACHE = flags.DEFINE_string("cache_dir", None, "Frame cache folder (default: the configs').")
+
+
+def arm_config(attention: bool, time_steps: int, smoke: bool, epochs: int | None):
+    """The config of one arm: ``event_digits.py`` or ``event_digits_ta.py`` at ``T``."""
+    arg = f"t{time_steps}" + (",smoke" if smoke else "")
+    config = (event_digits_ta if attention else event_digits).get_config(arg)
+    if epochs is not None:
+        config.num_epochs = epochs
+    return config
+
+
+def _variables(state) -> dict[str, Any]:
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return jax.device_get(variables)
+
+
+def attention_scores(model, variables, pipeline) -> dict[str, np.ndarray]:
+    """``{layer path: scores [N, T]}`` over the test split, in its order (real examples)."""
+    run = jax.jit(lambda v, x: forward_with_spikes(model, v, x)[2])
+    found: dict[str, list[np.ndarray]] = {}
+    for batch in pipeline.eval_batches():
+        sown = jax.device_get(run(variables, batch["image"]))
+        flat = {
+            "/".join(str(getattr(k, "key", k)) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(sown)[0]
+        }
+        for path, leaf in flat.items():
+            if "/attention/attention_scores" in path:
+                layer = path.split("/attention/")[0]
+                found.setdefault(layer, []).append(np.asarray(leaf)[batch["mask"]])
+    return {layer: np.concatenate(parts) for layer, parts in found.items()}
+
+
+def score_separation(scores: dict[str, np.ndarray], idle: np.ndarray) -> dict[str, dict]:
+    """Per layer: mean +- std over recordings of the mean score on noise-only and saccade bins.
+
+    ``idle [N, T]``: each bin's idle share (1: noise only, 0: wholly in saccades).
+    Recordings without a bin of one kind are left out of that kind's figures.
+    """
+    out = {}
+    for layer, d in scores.items():
+        row = {}
+        for kind, mask in (("noise_only", idle == 1.0), ("saccade", idle == 0.0)):
+            has = mask.any(axis=1)
+            per_rec = np.array([d[i][mask[i]].mean() for i in np.flatnonzero(has)])
+            row[kind] = {
+                "mean": float(per_rec.mean()),
+                "std": float(per_rec.std()),
+                "recordings": int(has.sum()),
+            }
+        both = (idle == 1.0).any(axis=1) & (idle == 0.0).any(axis=1)
+        gap = [
+            d[i][idle[i] == 0.0].mean() - d[i][idle[i] == 1.0].mean() for i in np.flatnonzero(both)
+        ]
+        row["saccade_minus_noise"] = {"mean": float(np.mean(gap)), "std": float(np.std(gap))}
+        row["lower_on_noise_in"] = float(np.mean(np.asarray(gap) > 0))
+        out[layer] = row
+    return out
+
+
+def operations(model, variables, pipeline) -> dict[str, float]:
+    """SOPs and MACs per image over one test batch (``snn_jax.analysis``)."""
+    batch = next(iter(pipeline.eval_batches()))
+    x = batch["image"][:, batch["mask"]]
+    ops = analysis.count_operations(model, variables, x)
+    return analysis.energy_estimate(ops)
+
+
+def pruning_curve(config, variables, pipeline, thresholds=THRESHOLDS) -> list[dict[str, float]]:
+    """Accuracy, dropped frames and SOPs at each discard threshold (evaluation only)."""
+    rows = []
+    for threshold in thresholds:
+        cfg = ml_collections.ConfigDict(config.to_dict())
+        cfg.model.discard_threshold = float(threshold)
+        model = build_model(cfg, pipeline.num_classes)
+        result = evaluate(model, variables, pipeline.eval_batches(), time_major=True)
+        dropped = _dropped_fraction(model, variables, pipeline)
+        rows.append(
+            {
+                "threshold": float(threshold),
+                "accuracy": result["accuracy"],
+                "spikes_per_image": result["spikes_per_image"],
+                "dropped_fraction": dropped,
+                "sops": operations(model, variables, pipeline)["sops"],
+            }
+        )
+    return rows
+
+
+def _dropped_fraction(model, variables, pipeline) -> float:
+    """The fraction of (layer, frame) pairs dropped over the test split."""
+    run = jax.jit(lambda v, x: forward_with_spikes(model, v, x)[2])
+    total, count = 0.0, 0
+    for batch in pipeline.eval_batches():
+        sown = jax.device_get(run(variables, batch["image"]))
+        leaves = [
+            np.asarray(leaf)[batch["mask"]]
+            for path, leaf in jax.tree_util.tree_flatten_with_path(sown)[0]
+            if "dropped_fraction" in str(path)
+        ]
+        for leaf in leaves:
+            total += float(leaf.sum())
+            count += leaf.size
+    return total / count if count else 0.0
+
+
+def run_arm(config, workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) one arm; returns its summary, model, variables and pipeline."""
+    start = time.time()
+    state, summary = train_and_evaluate(config, workdir)
+    logging.info("%s done in %.0f s", workdir, time.time() - start)
+    pipeline = data_lib.create_pipeline(
+        config.data, global_batch_size=config.batch_size, eval_batch_size=config.eval_batch_size
+    )
+    model = build_model(config, pipeline.num_classes)
+    return {
+        "summary": summary,
+        "model": model,
+        "variables": _variables(state),
+        "pipeline": pipeline,
+    }
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    lines = ["| " + " | ".join(h for _, h in columns) + " |"]
+    lines.append("|" + "---|" * len(columns))
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            v = row[key]
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pm(figures: dict[str, float]) -> str:
+    return f"{figures['mean']:.3f} +- {figures['std']:.3f}"
+
+
+def plot(results: dict[str, Any], stats_by_t: dict[int, Any], workdir: str) -> None:
+    """The two figures: scores against noise share per bin, accuracy against frames dropped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["attention"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), squeeze=False)
+    for ax, (t, run) in zip(axes[0], sorted(runs.items()), strict=True):
+        noise = stats_by_t[t].noise_fraction.ravel()
+        for layer, d in run["scores"].items():
+            d = np.asarray(d).ravel()
+            edges = np.linspace(0, 1, 11)
+            which = np.clip(np.digitize(noise, edges) - 1, 0, 9)
+            centers, means = [], []
+            for k in range(10):
+                if np.any(which == k):
+                    centers.append((edges[k] + edges[k + 1]) / 2)
+                    means.append(d[which == k].mean())
+            ax.scatter(noise, d, s=2, alpha=0.15)
+            ax.plot(centers, means, marker="o", label=layer)
+        ax.set_xlabel("noise events / all events in the bin")
+        ax.set_ylabel("attention score d[b, t]")
+        ax.set_title(f"T = {t}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "attention_scores.png"), dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for t, run in sorted(runs.items()):
+        curve = run["pruning"]
+        ax.plot(
+            [r["dropped_fraction"] for r in curve],
+            [100 * r["accuracy"] for r in curve],
+            marker="o",
+            label=f"T = {t}",
+        )
+    ax.set_xlabel("fraction of frames dropped (all layers)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "attention_pruning.png"), dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    require_matplotlib("experiments.compare_attention")
+    time_steps = [int(v) for v in _TIME_STEPS.value]
+    run(
+        _WORKDIR.value, time_steps, smoke=_SMOKE.value, epochs=_EPOCHS.value, cache_dir=_CACHE.value
+    )
+
+
+def run(
+    workdir: str,
+    time_steps: list[int],
+    *,
+    smoke: bool = False,
+    epochs: int | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """The whole comparison (module docstring); returns what ``results.json`` holds."""
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    results: dict[str, Any] = {"plain": {}, "attention": {}, "spec": repr(EVENT_DIGITS)}
+    stats_by_t = {}
+    rows = []
+    for t in time_steps:
+        limit = 40 if smoke else None
+        stats = bin_statistics("test", t, limit=limit)
+        stats_by_t[t] = stats
+        for arm in ("plain", "attention"):
+            config = arm_config(arm == "attention", t, smoke, epochs)
+            if cache_dir is not None:
+                config.data.cache_dir = cache_dir
+            out = run_arm(config, os.path.join(workdir, f"{arm}_t{t}"))
+            summary = out["summary"]
+            ops = operations(out["model"], out["variables"], out["pipeline"])
+            test = evaluate(
+                out["model"], out["variables"], out["pipeline"].eval_batches(), time_major=True
+            )
+            entry = {
+                "final_test_accuracy": summary["final_test_accuracy"],
+                "best_test_accuracy": summary["best_test_accuracy"],
+                "train_seconds": summary["train_seconds"],
+                "spikes_per_image": test["spikes_per_image"],
+                "sops": ops["sops"],
+                "macs": ops["macs"],
+            }
+            if arm == "attention":
+                scores = attention_scores(out["model"], out["variables"], out["pipeline"])
+                n = stats.idle.shape[0]
+                scores = {k: v[:n] for k, v in scores.items()}
+                entry["separation"] = score_separation(scores, stats.idle)
+                entry["scores"] = {k: v.tolist() for k, v in scores.items()}
+                thresholds = (0.0, 0.5) if smoke else THRESHOLDS
+                entry["pruning"] = pruning_curve(
+                    config, out["variables"], out["pipeline"], thresholds
+                )
+            results[arm][t] = entry
+            rows.append(
+                {
+                    "arm": arm,
+                    "T": t,
+                    **{
+                        k: v
+                        for k, v in entry.items()
+                        if k
+                        in (
+                            "final_test_accuracy",
+                            "best_test_accuracy",
+                            "train_seconds",
+                            "sops",
+                            "spikes_per_image",
+                        )
+                    },
+                }
+            )
+            write_json_atomic(os.path.join(workdir, "results.json"), results)
+    plot(results, stats_by_t, workdir)
+    md = [
+        _table(
+            rows,
+            [
+                ("arm", "arm"),
+                ("T", "T"),
+                ("final_test_accuracy", "final acc."),
+                ("best_test_accuracy", "best acc."),
+                ("spikes_per_image", "spikes / image"),
+                ("sops", "SOPs / image"),
+                ("train_seconds", "train s"),
+            ],
+        )
+    ]
+    for t, run in sorted(results["attention"].items()):
+        sep = [
+            {
+                "layer": layer,
+                "noise-only": _pm(r["noise_only"]),
+                "saccade": _pm(r["saccade"]),
+                "gap": _pm(r["saccade_minus_noise"]),
+                "lower": f"{100 * r['lower_on_noise_in']:.1f} %",
+            }
+            for layer, r in run["separation"].items()
+        ]
+        md.append(f"\nT = {t}: attention scores per bin kind (mean +- std over test recordings)\n")
+        md.append(
+            _table(
+                sep,
+                [
+                    ("layer", "layer"),
+                    ("noise-only", "noise-only bins"),
+                    ("saccade", "saccade bins"),
+                    ("gap", "saccade - noise"),
+                    ("lower", "recordings with lower noise score"),
+                ],
+            )
+        )
+        md.append(f"\nT = {t}: pruning\n")
+        md.append(
+            _table(
+                run["pruning"],
+                [
+                    ("threshold", "d_th"),
+                    ("dropped_fraction", "dropped"),
+                    ("accuracy", "accuracy"),
+                    ("sops", "SOPs / image"),
+                ],
+            )
+        )
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    return results
+
+
+if __name__ == "__main__":
+    app.run(main)

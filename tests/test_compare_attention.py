@@ -1,0 +1,56 @@
+"""``python -m experiments.compare_attention --smoke`` end to end on 40 generated recordings.
+
+The attention arm is ``experiments/configs/event_digits_ta.py:smoke``, so this is also
+that config's smoke run in CI.
+"""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import compare_attention
+from snn_jax.data import event_digits
+from snn_jax.training import sharding
+
+
+@pytest.fixture
+def few_digits(monkeypatch):
+    """The generator over 40 of the digits (4 per class, 3 train and 1 test)."""
+    images, labels, _ = event_digits._digits()
+    keep = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)])
+    splits = {"train": keep[np.arange(40) % 4 != 3], "test": keep[np.arange(40) % 4 == 3]}
+    monkeypatch.setattr(event_digits, "_digits", lambda: (images, labels, splits))
+    make_mesh = sharding.make_mesh
+    monkeypatch.setattr(sharding, "make_mesh", lambda: make_mesh(jax.devices()[:1]))
+    return splits
+
+
+def test_score_separation_by_hand():
+    scores = {"fc": np.array([[0.2, 0.8, 0.6, 0.4], [0.5, 0.5, 0.9, 0.1]])}
+    idle = np.array([[1.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]])  # recording 2: no idle bin
+    sep = compare_attention.score_separation(scores, idle)["fc"]
+    assert sep["noise_only"] == {"mean": 0.2, "std": 0.0, "recordings": 1}
+    assert sep["saccade"]["mean"] == pytest.approx((0.7 + 0.5) / 2)
+    assert sep["saccade"]["std"] == pytest.approx(0.1)
+    assert sep["saccade_minus_noise"]["mean"] == pytest.approx(0.5)
+    assert sep["lower_on_noise_in"] == 1.0
+
+
+def test_smoke_run_writes_tables_and_plots(few_digits, tmp_path):
+    results = compare_attention.run(
+        str(tmp_path / "work"), [8], smoke=True, cache_dir=str(tmp_path / "cache")
+    )
+    arm = results["attention"][8]
+    assert set(arm["separation"]) == {"conv1/neuron", "conv2/neuron", "fc/neuron"}
+    assert np.asarray(arm["scores"]["fc/neuron"]).shape == (10, 8)
+    assert [r["threshold"] for r in arm["pruning"]] == [0.0, 0.5]
+    assert arm["pruning"][0]["dropped_fraction"] == 0.0  # scores are > 0
+    for row in arm["pruning"]:
+        assert 0.0 <= row["accuracy"] <= 1.0
+    assert 0.0 <= results["plain"][8]["final_test_accuracy"] <= 1.0
+    saved = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert saved["attention"]["8"]["pruning"] == arm["pruning"]
+    for name in ("results.md", "attention_scores.png", "attention_pruning.png"):
+        assert (tmp_path / "work" / name).stat().st_size > 0
