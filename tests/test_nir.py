@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import nir
 import numpy as np
 import pytest
-from nir_simulator import simulate
 
 from snn_jax.analysis import fold_norms
 from snn_jax.inspect import capture_calls, is_neuron
 from snn_jax.models import Block, DigitsCNN, PlainCNN, ResNet19, ResNet50
 from snn_jax.nir import from_nir, lif_parameters, to_nir
 from snn_jax.nn import NeuronSpec
+from tests.nir_simulator import simulate
 
 T = 3
 DT = 1e-4
