@@ -3,7 +3,7 @@ r"""NIR interoperability: snn-jax exports, snnTorch and Norse import and run (no
     python -m experiments.nir_interop --out=nir_interop_out
 
 It trains the digits CNN (the default job's model, a few hundred steps) and a
-small ResNet-19 (width 8, on the same digits), exports each with
+small ResNet-19 (width 8, on the same digits, 300 steps), exports each with
 ``snn_jax.nir.to_nir`` (``dt = 1e-4``) to a NIR file, and runs the file
 
 - with ``snn_jax.nir.from_nir`` (the round trip),
@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "nir_interop_out", "where the NIR files and results.json go")
 flags.DEFINE_integer("examples", 64, "test digits run through every importer")
 flags.DEFINE_integer("digits_steps", 300, "training steps of the digits CNN")
-flags.DEFINE_integer("resnet_steps", 100, "training steps of the ResNet-19")
+flags.DEFINE_integer("resnet_steps", 300, "training steps of the ResNet-19")
 
 
 def _train(model_overrides: dict, steps: int, workdir: str):
