@@ -85,7 +85,7 @@ def test_plif_in_a_model_has_its_parameters():
     spec = NeuronSpec(learn_tau="channel", learn_v_th="layer", tau=0.5)
     model = models.get_model("digits_cnn", num_classes=10, time_steps=2, width=4, neuron=spec)
     x = jnp.asarray(inputs((B, 8, 8, 1), seed=3, mean=0.5, std=0.5))
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
     lif = variables["params"]["conv1"]["neuron"]["lif"]
     assert lif["tau_logit"].shape == (4,)
     assert lif["v_th_log"].shape == ()
