@@ -274,9 +274,9 @@ def test_step_norms_in_the_model_zoo(norm, name, kwargs):
 
 @pytest.mark.parametrize("norm", ["tebn", "bntt"])
 def test_step_norms_fold_per_step_and_are_analysed(norm):
-    """Each conv/dense with its TEBN/BNTT folded into one kernel per step gives, at every
-    step, the norm's evaluation output; fold_norms refuses them; the SOP count sees the
-    model's layers."""
+    """The network with each conv/dense and its TEBN/BNTT folded into one kernel and bias
+    per step, and no norms, gives the model's evaluation output; fold_norms refuses them;
+    the SOP count sees the model's layers."""
     from snn_jax import analysis, models
     from snn_jax.inspect import capture_calls, is_linear, is_norm
 
@@ -301,20 +301,37 @@ def test_step_norms_fold_per_step_and_are_analysed(norm):
 
     folded = analysis.fold_norms_per_step(model, variables, x)
     assert sorted(folded) == ["conv1/conv", "conv2/conv", "fc/dense"]
-    calls, _ = capture_calls(
-        model, variables, x, lambda m: is_linear(m) or is_norm(m), train=False, compiled=True
-    )
-    by_name = {c.name: c for c in calls}
-    for name, (kernels, biases) in folded.items():
+    for kernels, biases in folded.values():
         assert kernels.shape[0] == T
         assert biases.shape == (T, kernels.shape[-1])
-        linear = by_name[name]
-        norm_out = by_name[name.rsplit("/", 1)[0] + "/neuron/norm"].output
-        rows = linear.args[0].reshape(T, B, *linear.args[0].shape[1:])
-        layer = linear.module.clone(use_bias=True, parent=None)
-        for t in range(T):
-            got = layer.apply({"params": {"kernel": kernels[t], "bias": biases[t]}}, rows[t])
-            np.testing.assert_allclose(got, norm_out[t], rtol=1e-4, atol=1e-4)
+
+    def folded_network(call):
+        """Each folded layer with its kernel and bias of each step; the norms removed."""
+        if is_norm(call.module):
+            return call.args[0]
+        if call.name not in folded:
+            return call.output  # the decoder
+        kernels, biases = folded[call.name]
+        rows = call.args[0].reshape(T, B, *call.args[0].shape[1:])  # time folded: t * B + b
+        layer = call.module.clone(use_bias=True, parent=None)
+        out = [
+            layer.apply({"params": {"kernel": kernels[t], "bias": biases[t]}}, rows[t])
+            for t in range(T)
+        ]
+        return jnp.concatenate(out)
+
+    want = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+    _, got = capture_calls(
+        model,
+        variables,
+        x,
+        lambda m: is_linear(m) or is_norm(m),
+        train=False,
+        compiled=True,
+        replace_output=folded_network,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert float(jnp.std(want)) > 0
     with pytest.raises(ValueError, match=r"fold_norms_per_step"):
         analysis.fold_norms(model, variables, x)
 
