@@ -338,3 +338,40 @@ def test_step_norms_fold_per_step_and_are_analysed(norm):
     if norm == "bntt":  # the SOP count finds the layers (it does not look at norms)
         ops = analysis.count_operations(model, variables, x)
         assert set(ops) >= {"conv2/conv", "fc/dense"}
+
+
+def test_direct_training_kit_skips_finished_runs_and_writes_the_table(tmp_path):
+    """Finished runs (a summary, not interrupted) are read, not trained again."""
+    import json
+
+    from experiments import direct_training_kit as kit
+
+    for i, (norm, loss, leak) in enumerate(
+        (n, lo, le) for n in kit.NORMS for lo in kit.LOSSES for le in kit.LEAKS
+    ):
+        config = kit.run_config(norm, loss, leak)
+        run_dir = tmp_path / config.name
+        run_dir.mkdir()
+        summary = {
+            "interrupted": False,
+            "final_test_accuracy": 0.9 + i / 1000,
+            "best_test_accuracy": 0.95,
+            "firing_rates": {"a": 0.1, "b": 0.3},
+            "train_seconds": 10.0,
+            "steps": 100,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        logs = [{"split": "train", "images_per_second": v} for v in (1.0, 640.0, 320.0, 6400)]
+        (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in logs))
+    rows = kit.run(str(tmp_path))
+    assert [(r["norm"], r["loss"], r["leak"]) for r in rows][:3] == [
+        ("tdbn", "ce", "fixed"),
+        ("tdbn", "ce", "learned"),
+        ("tdbn", "tet", "fixed"),
+    ]
+    assert len(rows) == 12
+    assert rows[0]["firing_rate"] == pytest.approx(0.2)
+    # the median after the first (compiling) window: 640 images/s, batch 64 -> 0.1 s
+    assert rows[0]["seconds_per_step"] == pytest.approx(64 / 640)
+    table = (tmp_path / "results.md").read_text()
+    assert "| bntt | tet | learned | 91.10 % | 95.00 % | 0.200 | 100 |" in table
