@@ -62,7 +62,8 @@ def _variables(model, x, seed):
     folding matters), made without compiling the model's initialisation."""
     rng = np.random.default_rng(seed)
     ranges = {"mean": (-0.3, 0.3), "var": (0.2, 1.0), "scale": (0.7, 1.6), "bias": (0.1, 0.7)}
-    ranges |= {"tau_logit": (-1.5, 0.0), "v_th": (0.3, 0.8)}  # learned leak and thresholds
+    # learned leaks and thresholds: tau = sigmoid(tau_logit), V_th = exp(v_th_log) or v_th
+    ranges |= {"tau_logit": (-1.5, 0.0), "v_th_log": (-1.2, -0.2), "v_th": (0.3, 0.8)}
 
     def draw(path, leaf):
         name = path[-1].key
@@ -71,23 +72,32 @@ def _variables(model, x, seed):
             return jnp.asarray(rng.normal(0, std, leaf.shape), leaf.dtype)
         return jnp.asarray(rng.uniform(*ranges[name], leaf.shape), leaf.dtype)
 
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    return jax.tree_util.tree_map_with_path(draw, flax.core.unfreeze(shapes))
+    shapes = flax.core.unfreeze(jax.eval_shape(model.init, jax.random.key(0), x))
+    shapes = {k: v for k, v in shapes.items() if k in ("params", "batch_stats")}
+    return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 MODELS = {
-    "digits_cnn": (  # a learned leak per layer and a learned threshold per channel
+    "digits_cnn": (  # a learned leak and a learned threshold per channel
         functools.partial(
             DigitsCNN,
             width=2,
             hidden_features=8,
-            neuron=NeuronSpec(learn_tau=True, channel_threshold=True),
+            neuron=NeuronSpec(learn_tau="channel", learn_v_th="channel"),
         ),
         8,
     ),
-    "plain_bn": (functools.partial(PlainCNN, depth=3, width=2, norm="bn"), 8),
-    "resnet19": (functools.partial(ResNet19, width=2, stage_sizes=(2, 1), hidden_features=6), 8),
-    "resnet50": (functools.partial(ResNet50, width=2, stage_sizes=(1, 1)), 16),
+    "plain_no_norm": (functools.partial(PlainCNN, depth=3, width=2, norm="none"), 8),
+    "resnet19_bn": (
+        functools.partial(ResNet19, width=2, stage_sizes=(2, 1), hidden_features=6, norm="bn"),
+        8,
+    ),
+    "resnet50": (  # conversion's per-channel thresholds
+        functools.partial(
+            ResNet50, width=2, stage_sizes=(1, 1), neuron=NeuronSpec(channel_threshold=True)
+        ),
+        16,
+    ),
 }
 
 
@@ -130,7 +140,7 @@ def test_round_trip_and_simulator_equal_the_model(name, tmp_path):
 
 
 def test_export_folds_and_shapes():
-    _, variables, _, _, _, graph = _exported("resnet19")
+    _, variables, _, _, _, graph = _exported("resnet19_bn")
     conv = graph.nodes["stage2_block1.shortcut_conv"]
     assert conv.weight.shape == (4, 2, 1, 1)  # (C_out, C_in, kH, kW)
     assert tuple(conv.stride) == (2, 2)
@@ -221,6 +231,11 @@ def test_to_nir_refuses_what_nir_cannot_express():
         to_nir(DigitsCNN(width=2, memory="compact"), {}, x)
     with pytest.raises(ValueError, match="neuron kind 'relu'"):
         to_nir(DigitsCNN(width=2, neuron=NeuronSpec(kind="relu")), {}, x)
+    with pytest.raises(ValueError, match="norm='tebn'"):
+        to_nir(DigitsCNN(width=2, norm="tebn"), {}, x)
+    model = DigitsCNN(width=2, attention="temporal", time_steps=2)
+    with pytest.raises(ValueError, match=r"layer conv1/neuron/attention \(TemporalAttention\)"):
+        to_nir(model, jax.eval_shape(model.init, jax.random.key(0), x), x)
 
     class Gate(Block):  # a block NIR has no node for (say, attention)
         @flax.linen.compact

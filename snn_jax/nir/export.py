@@ -66,7 +66,7 @@ _KNOWN_MODULES = (
     nn.Dense,
 )
 _KNOWN_NORMS = ("tdbn", "bn", "none")
-_KNOWN_LIF_PARAMS = {"tau_logit", "v_th"}
+_KNOWN_LIF_PARAMS = {"tau_logit", "v_th_log", "v_th"}
 
 
 def lif_parameters(tau: Any, v_th: Any, dt: float = 1e-4) -> dict[str, np.ndarray]:
@@ -183,8 +183,11 @@ class _Graph:
                 f"to_nir cannot export layer {'/'.join(path)}: it has parameters "
                 f"{sorted(unknown)} that no NIR neuron node holds"
             )
+        # as snn_jax.nn.LIF: a learned leak sigmoid(tau_logit), a learned threshold
+        # exp(v_th_log), and conversion's per-channel thresholds v_th over both
         tau = jax.nn.sigmoid(np.asarray(p["tau_logit"])) if "tau_logit" in p else spec.tau
-        v_th = p.get("v_th", spec.v_th)
+        v_th = np.exp(np.asarray(p["v_th_log"], np.float64)) if "v_th_log" in p else spec.v_th
+        v_th = p.get("v_th", v_th)
         last = shape[0]  # our channels-last arrays broadcast to [..., C]
         hwc = (*shape[1:], last)
         tau = np.broadcast_to(np.asarray(tau, np.float64), hwc)
@@ -281,7 +284,7 @@ def to_nir(
     >>> from snn_jax.models import DigitsCNN
     >>> model = DigitsCNN(width=2, hidden_features=4, time_steps=2)
     >>> x = jnp.ones((1, 8, 8, 1))
-    >>> graph = to_nir(model, model.init(jax.random.key(0), x), x)
+    >>> graph = to_nir(model, jax.jit(model.init)(jax.random.key(0), x), x)
     >>> [type(graph.nodes[n]).__name__ for n in ("conv1.conv", "conv1.neuron.lif", "pool")]
     ['Conv2d', 'LIF', 'AvgPool2d']
     >>> graph.nodes["fc.dense"].weight.shape                  # (hidden, C * H * W)
