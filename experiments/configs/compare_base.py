@@ -156,9 +156,9 @@ def add_kit_methods(methods_: ml_collections.ConfigDict, time_steps: tuple[int, 
     ]
     rank = max(m.rank for m in methods_.values()) + 1
     for offset, (name, label, overrides) in enumerate(rows):
-        method = _method("stbp", label, time_steps, overrides=overrides)
-        method.rank = rank + offset
-        methods_[name] = method
+        method_ = method("stbp", label, time_steps, overrides=overrides)
+        method_.rank = rank + offset
+        methods_[name] = method_
 
 
 def comparison(methods_: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
