@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -42,19 +43,27 @@ from snn_jax.training import build_model, evaluate, train_and_evaluate
 from snn_jax.training.evaluation import forward_with_spikes
 from snn_jax.training.writers import write_json_atomic
 
-THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+ARMS = ("plain", "attention", "attention_input")
+THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9)
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare_attention", "Output folder.")
 _TIME_STEPS = flags.DEFINE_list("time_steps", ["8", "16"], "Values of T.")
 _EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the configs' epochs.")
+_ARMS = flags.DEFINE_list("arms", ["plain", "attention"], f"Arms, of {ARMS}.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Two training steps on a tiny model.")
 _CACHE = flags.DEFINE_string("cache_dir", None, "Frame cache folder (default: the configs').")
 
 
-def arm_config(attention: bool, time_steps: int, smoke: bool, epochs: int | None):
-    """The config of one arm: ``event_digits.py`` or ``event_digits_ta.py`` at ``T``."""
+def arm_config(arm: str, time_steps: int, smoke: bool, epochs: int | None):
+    """The config of one arm at ``T``: ``plain`` is ``event_digits.py``, ``attention``
+    ``event_digits_ta.py``, ``attention_input`` the latter with the squeeze on the units'
+    inputs (``model.attention_squeeze = "input"``)."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
     arg = f"t{time_steps}" + (",smoke" if smoke else "")
-    config = (event_digits_ta if attention else event_digits).get_config(arg)
+    config = (event_digits if arm == "plain" else event_digits_ta).get_config(arg)
+    if arm == "attention_input":
+        config.model.attention_squeeze = "input"
     if epochs is not None:
         config.num_epochs = epochs
     return config
@@ -197,9 +206,9 @@ def plot(results: dict[str, Any], stats_by_t: dict[int, Any], workdir: str) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = results["attention"]
+    runs = {(arm, t): run for arm in ARMS[1:] for t, run in results.get(arm, {}).items()}
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), squeeze=False)
-    for ax, (t, run) in zip(axes[0], sorted(runs.items()), strict=True):
+    for ax, ((arm, t), run) in zip(axes[0], sorted(runs.items()), strict=True):
         noise = stats_by_t[t].noise_fraction.ravel()
         for layer, d in run["scores"].items():
             d = np.asarray(d).ravel()
@@ -214,20 +223,20 @@ def plot(results: dict[str, Any], stats_by_t: dict[int, Any], workdir: str) -> N
             ax.plot(centers, means, marker="o", label=layer)
         ax.set_xlabel("noise events / all events in the bin")
         ax.set_ylabel("attention score d[b, t]")
-        ax.set_title(f"T = {t}")
+        ax.set_title(f"{arm}, T = {t}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "attention_scores.png"), dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    for t, run in sorted(runs.items()):
+    for (arm, t), run in sorted(runs.items()):
         curve = run["pruning"]
         ax.plot(
             [r["dropped_fraction"] for r in curve],
             [100 * r["accuracy"] for r in curve],
             marker="o",
-            label=f"T = {t}",
+            label=f"{arm}, T = {t}",
         )
     ax.set_xlabel("fraction of frames dropped (all layers)")
     ax.set_ylabel("test accuracy (%)")
@@ -242,7 +251,12 @@ def main(argv):
     require_matplotlib("experiments.compare_attention")
     time_steps = [int(v) for v in _TIME_STEPS.value]
     run(
-        _WORKDIR.value, time_steps, smoke=_SMOKE.value, epochs=_EPOCHS.value, cache_dir=_CACHE.value
+        _WORKDIR.value,
+        time_steps,
+        arms=_ARMS.value,
+        smoke=_SMOKE.value,
+        epochs=_EPOCHS.value,
+        cache_dir=_CACHE.value,
     )
 
 
@@ -250,6 +264,7 @@ def run(
     workdir: str,
     time_steps: list[int],
     *,
+    arms: Sequence[str] = ("plain", "attention"),
     smoke: bool = False,
     epochs: int | None = None,
     cache_dir: str | None = None,
@@ -257,15 +272,19 @@ def run(
     """The whole comparison (module docstring); returns what ``results.json`` holds."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    results: dict[str, Any] = {"plain": {}, "attention": {}, "spec": repr(EVENT_DIGITS)}
+    for arm in arms:
+        if arm not in ARMS:
+            raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
+    results: dict[str, Any] = {arm: {} for arm in arms}
+    results["spec"] = repr(EVENT_DIGITS)
     stats_by_t = {}
     rows = []
     for t in time_steps:
         limit = 40 if smoke else None
         stats = bin_statistics("test", t, limit=limit)
         stats_by_t[t] = stats
-        for arm in ("plain", "attention"):
-            config = arm_config(arm == "attention", t, smoke, epochs)
+        for arm in arms:
+            config = arm_config(arm, t, smoke, epochs)
             if cache_dir is not None:
                 config.data.cache_dir = cache_dir
             out = run_arm(config, os.path.join(workdir, f"{arm}_t{t}"))
@@ -282,7 +301,7 @@ def run(
                 "sops": ops["sops"],
                 "macs": ops["macs"],
             }
-            if arm == "attention":
+            if arm != "plain":
                 scores = attention_scores(out["model"], out["variables"], out["pipeline"])
                 n = stats.idle.shape[0]
                 scores = {k: v[:n] for k, v in scores.items()}
@@ -327,7 +346,8 @@ def run(
             ],
         )
     ]
-    for t, run in sorted(results["attention"].items()):
+    attention_runs = [(a, t, r) for a in arms if a != "plain" for t, r in results[a].items()]
+    for arm, t, run in attention_runs:
         sep = [
             {
                 "layer": layer,
@@ -338,7 +358,9 @@ def run(
             }
             for layer, r in run["separation"].items()
         ]
-        md.append(f"\nT = {t}: attention scores per bin kind (mean +- std over test recordings)\n")
+        md.append(
+            f"\n{arm}, T = {t}: attention scores per bin kind (mean +- std over recordings)\n"
+        )
         md.append(
             _table(
                 sep,
@@ -351,7 +373,7 @@ def run(
                 ],
             )
         )
-        md.append(f"\nT = {t}: pruning\n")
+        md.append(f"\n{arm}, T = {t}: pruning\n")
         md.append(
             _table(
                 run["pruning"],

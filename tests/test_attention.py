@@ -82,13 +82,13 @@ def test_values_and_gradients_match_numpy(shape, reduction):
 
 def test_gradient_matches_finite_differences():
     x, params = random_case((5, 3, 4), 2, seed=7)
-    jparams = AttentionParams(*(jnp.asarray(p, jnp.float64) for p in params))
     g = np.random.default_rng(2).normal(size=x.shape)
 
     def loss_np(x_):
         return float(np.sum(numpy_attention(x_, *params)[0] * g))
 
     with jax.enable_x64(True):
+        jparams = AttentionParams(*(jnp.asarray(p, jnp.float64) for p in params))
         grad = jax.grad(lambda x_: jnp.sum(temporal_attention(x_, jparams)[0] * g))(
             jnp.asarray(x, jnp.float64)
         )
@@ -253,3 +253,57 @@ def test_config_check_names_bad_attention_values(key, value, message):
     node[last] = value
     with pytest.raises(ValueError, match=re.escape(f"config.{key} = {value!r}: {message}")):
         check_config(config)
+
+
+def test_dropped_frames_save_synaptic_operations():
+    """All frames dropped: the spike-driven layers after the first do no SOPs; MACs stay."""
+    from snn_jax import analysis, models
+
+    kw = dict(width=4, hidden_features=8, time_steps=4, attention="temporal", attention_reduction=2)
+    x = jax.random.uniform(jax.random.key(0), (4, 3, 8, 8, 2)) * 3
+    model = models.get_model("digits_cnn", **kw)
+    variables = model.init(jax.random.key(1), x)
+    kept = analysis.count_operations(model, variables, x)
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.full_like(v, -50.0) if p[-1].key == "b2" else v, variables["params"]
+    )
+    low = {**variables, "params": params}  # every score ~ 0, below the threshold
+    pruned_model = models.get_model("digits_cnn", discard_threshold=0.5, **kw)
+    pruned = analysis.count_operations(pruned_model, low, x)
+    first = pruned["conv1/conv"]
+    assert first["kind"] == "mac"
+    assert first["ops"] == kept["conv1/conv"]["ops"] > 0  # MACs on the event frames
+    later = [name for name in pruned if name != "conv1/conv"]
+    assert later  # conv2, fc and the decoder: spike-driven
+    for name in later:
+        assert pruned[name]["kind"] == "ac"
+        assert pruned[name]["ops"] == 0.0
+    assert sum(kept[name]["ops"] for name in later) > 0  # without pruning they spike
+
+
+def test_squeeze_from_another_array_matches_numpy():
+    """``squeeze_from``: the scores come from that array's frame means, the scaling hits x."""
+    x, params = random_case((6, 3, 5), 2, seed=11)
+    other = np.random.default_rng(4).uniform(0, 2, (6, 3, 4, 4, 2))
+    _, d_ref = numpy_attention(other, *params)
+    jparams = AttentionParams(*(jnp.asarray(p, jnp.float32) for p in params))
+    y, d = temporal_attention(
+        jnp.asarray(x, jnp.float32), jparams, squeeze_from=jnp.asarray(other, jnp.float32)
+    )
+    np.testing.assert_allclose(d, d_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, x * d_ref.T[:, :, None], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"squeeze_from must share x's \[T, B\]"):
+        temporal_attention(jnp.asarray(x), jparams, squeeze_from=jnp.ones((6, 2, 5)))
+
+
+def test_input_squeeze_needs_the_units_inputs():
+    from snn_jax.nn import NeuronSpec, NormNeuron
+
+    unit = NormNeuron(NeuronSpec(), attention="temporal", attention_squeeze="input")
+    z = jnp.ones((4, 2, 3))
+    with pytest.raises(ValueError, match="attention_squeeze='input' needs the unit's inputs"):
+        unit.init(jax.random.key(0), z)
+    variables = unit.init(jax.random.key(0), z, inputs=jnp.ones((4, 2, 7)))
+    assert variables["params"]["attention"]["w1"].shape == (4, 4)
+    with pytest.raises(ValueError, match="unknown attention squeeze 'max'"):
+        NormNeuron(NeuronSpec(), attention_squeeze="max")

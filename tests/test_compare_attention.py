@@ -40,7 +40,11 @@ def test_score_separation_by_hand():
 
 def test_smoke_run_writes_tables_and_plots(few_digits, tmp_path):
     results = compare_attention.run(
-        str(tmp_path / "work"), [8], smoke=True, cache_dir=str(tmp_path / "cache")
+        str(tmp_path / "work"),
+        [8],
+        arms=["plain", "attention"],
+        smoke=True,
+        cache_dir=str(tmp_path / "cache"),
     )
     arm = results["attention"][8]
     assert set(arm["separation"]) == {"conv1/neuron", "conv2/neuron", "fc/neuron"}

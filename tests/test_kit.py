@@ -85,7 +85,7 @@ def test_plif_in_a_model_has_its_parameters():
     spec = NeuronSpec(learn_tau="channel", learn_v_th="layer", tau=0.5)
     model = models.get_model("digits_cnn", num_classes=10, time_steps=2, width=4, neuron=spec)
     x = jnp.asarray(inputs((B, 8, 8, 1), seed=3, mean=0.5, std=0.5))
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
     lif = variables["params"]["conv1"]["neuron"]["lif"]
     assert lif["tau_logit"].shape == (4,)
     assert lif["v_th_log"].shape == ()
@@ -274,9 +274,9 @@ def test_step_norms_in_the_model_zoo(norm, name, kwargs):
 
 @pytest.mark.parametrize("norm", ["tebn", "bntt"])
 def test_step_norms_fold_per_step_and_are_analysed(norm):
-    """Each conv/dense with its TEBN/BNTT folded into one kernel per step gives, at every
-    step, the norm's evaluation output; fold_norms refuses them; the SOP count sees the
-    model's layers."""
+    """The network with each conv/dense and its TEBN/BNTT folded into one kernel and bias
+    per step, and no norms, gives the model's evaluation output; fold_norms refuses them;
+    the SOP count sees the model's layers."""
     from snn_jax import analysis, models
     from snn_jax.inspect import capture_calls, is_linear, is_norm
 
@@ -301,23 +301,77 @@ def test_step_norms_fold_per_step_and_are_analysed(norm):
 
     folded = analysis.fold_norms_per_step(model, variables, x)
     assert sorted(folded) == ["conv1/conv", "conv2/conv", "fc/dense"]
-    calls, _ = capture_calls(
-        model, variables, x, lambda m: is_linear(m) or is_norm(m), train=False, compiled=True
-    )
-    by_name = {c.name: c for c in calls}
-    for name, (kernels, biases) in folded.items():
+    for kernels, biases in folded.values():
         assert kernels.shape[0] == T
         assert biases.shape == (T, kernels.shape[-1])
-        linear = by_name[name]
-        norm_out = by_name[name.rsplit("/", 1)[0] + "/neuron/norm"].output
-        rows = linear.args[0].reshape(T, B, *linear.args[0].shape[1:])
-        layer = linear.module.clone(use_bias=True, parent=None)
-        for t in range(T):
-            got = layer.apply({"params": {"kernel": kernels[t], "bias": biases[t]}}, rows[t])
-            np.testing.assert_allclose(got, norm_out[t], rtol=1e-4, atol=1e-4)
+
+    def folded_network(call):
+        """Each folded layer with its kernel and bias of each step; the norms removed."""
+        if is_norm(call.module):
+            return call.args[0]
+        if call.name not in folded:
+            return call.output  # the decoder
+        kernels, biases = folded[call.name]
+        rows = call.args[0].reshape(T, B, *call.args[0].shape[1:])  # time folded: t * B + b
+        layer = call.module.clone(use_bias=True, parent=None)
+        out = [
+            layer.apply({"params": {"kernel": kernels[t], "bias": biases[t]}}, rows[t])
+            for t in range(T)
+        ]
+        return jnp.concatenate(out)
+
+    want = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+    _, got = capture_calls(
+        model,
+        variables,
+        x,
+        lambda m: is_linear(m) or is_norm(m),
+        train=False,
+        compiled=True,
+        replace_output=folded_network,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert float(jnp.std(want)) > 0
     with pytest.raises(ValueError, match=r"fold_norms_per_step"):
         analysis.fold_norms(model, variables, x)
 
     if norm == "bntt":  # the SOP count finds the layers (it does not look at norms)
         ops = analysis.count_operations(model, variables, x)
         assert set(ops) >= {"conv2/conv", "fc/dense"}
+
+
+def test_direct_training_kit_skips_finished_runs_and_writes_the_table(tmp_path):
+    """Finished runs (a summary, not interrupted) are read, not trained again."""
+    import json
+
+    from experiments import direct_training_kit as kit
+
+    for i, (norm, loss, leak) in enumerate(
+        (n, lo, le) for n in kit.NORMS for lo in kit.LOSSES for le in kit.LEAKS
+    ):
+        config = kit.run_config(norm, loss, leak)
+        run_dir = tmp_path / config.name
+        run_dir.mkdir()
+        summary = {
+            "interrupted": False,
+            "final_test_accuracy": 0.9 + i / 1000,
+            "best_test_accuracy": 0.95,
+            "firing_rates": {"a": 0.1, "b": 0.3},
+            "train_seconds": 10.0,
+            "steps": 100,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        logs = [{"split": "train", "images_per_second": v} for v in (1.0, 640.0, 320.0, 6400)]
+        (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in logs))
+    rows = kit.run(str(tmp_path))
+    assert [(r["norm"], r["loss"], r["leak"]) for r in rows][:3] == [
+        ("tdbn", "ce", "fixed"),
+        ("tdbn", "ce", "learned"),
+        ("tdbn", "tet", "fixed"),
+    ]
+    assert len(rows) == 12
+    assert rows[0]["firing_rate"] == pytest.approx(0.2)
+    # the median after the first (compiling) window: 640 images/s, batch 64 -> 0.1 s
+    assert rows[0]["seconds_per_step"] == pytest.approx(64 / 640)
+    table = (tmp_path / "results.md").read_text()
+    assert "| bntt | tet | learned | 91.10 % | 95.00 % | 0.200 | 100 |" in table

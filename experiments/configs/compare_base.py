@@ -145,6 +145,22 @@ def methods(
     return m
 
 
+def add_kit_methods(methods_: ml_collections.ConfigDict, time_steps: tuple[int, ...]) -> None:
+    """Appends the direct-training kit's rows (METHOD.md section 10) to ``methods_``:
+    STBP with the TET loss (tdBN), with TEBN, with BNTT, and with a learned leak (PLIF)."""
+    rows = [  # (name, label, overrides)
+        ("stbp_tet", "STBP-tdBN + TET loss (Deng 2022)", {"loss": "tet"}),
+        ("stbp_tebn", "STBP-TEBN (Duan 2022)", {"model": {"norm": "tebn"}}),
+        ("stbp_bntt", "STBP-BNTT (Kim 2021)", {"model": {"norm": "bntt"}}),
+        ("stbp_plif", "STBP-tdBN, learned leak (Fang 2021)", {"model": {"learn_tau": "layer"}}),
+    ]
+    rank = max(m.rank for m in methods_.values()) + 1
+    for offset, (name, label, overrides) in enumerate(rows):
+        method_ = method("stbp", label, time_steps, overrides=overrides)
+        method_.rank = rank + offset
+        methods_[name] = method_
+
+
 def comparison(methods_: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
     """``config.compare``: the methods and the measurement settings."""
     c = ml_collections.ConfigDict()

@@ -6,11 +6,12 @@ r"""Every row of the seed's table on scikit-learn's 8x8 digits (DigitsCNN), offl
 Trains the ANN twin once, converts it (three threshold balancings, T = 1 to
 256), fine-tunes the conversion at T = 2 and 4 (hybrid, without norm and into
 tdBN), and trains spike-based BP (T = 4, 8), STBP without normalization
-(Wu 2019, T = 4, 12) and STBP-tdBN (T = 1, 2, 4, 6), all on the DigitsCNN of
-``digits.py`` with its data (1-pixel shifts, a 10 % validation split),
-optimizer and 30 epochs (the hybrids: 10 epochs at a lower learning rate).
-Trained rows report the final test accuracy and the test accuracy at the
-step of best validation accuracy. Writes ``results.md``, ``results.json`` and
+(Wu 2019, T = 4, 12), STBP-tdBN (T = 1, 2, 4, 6) and the direct-training
+kit's rows at T = 4 (TET loss, TEBN, BNTT, learned leak), all on the
+DigitsCNN of ``digits.py`` with its data (1-pixel shifts, a 10 % validation
+split), optimizer and 30 epochs (the hybrids: 10 epochs at a lower learning
+rate). Trained rows report the final test accuracy and the test accuracy at
+the step of best validation accuracy. Writes ``results.md``, ``results.json`` and
 ``accuracy_vs_time_steps.png`` to the workdir. The measured table is in the
 README (section "Conversion, hybrid training and direct training compared").
 """
@@ -42,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
             extra=EXTRA_ROWS,
         )
     )
+    compare_base.add_kit_methods(c.compare.methods, time_steps=(4,))  # TET, TEBN, BNTT, PLIF
     c.compare.calibration_examples = 1024
     c.compare.energy_examples = 360  # the whole test split
     c.compare.pooled = ml_collections.ConfigDict({"fc/dense": 4})  # after the 2x2 average pool

@@ -30,6 +30,10 @@ updates and biases are not counted: the usual convention, and small next to
 the synaptic operations.
 
 Counts are per example (divided by the batch size) and summed over time steps.
+SOPs follow the spikes actually emitted, so the frames that temporal attention
+drops at inference (``snn_jax.nn.TemporalAttention``'s ``discard_threshold``:
+no input, so no spikes from them) are already saved in the counts of the
+layers after them; the attention's own few multiply-adds are not counted.
 """
 
 from __future__ import annotations

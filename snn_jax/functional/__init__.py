@@ -1,5 +1,5 @@
 """Pure JAX mathematics of snn-jax: surrogate spikes, the LIF neuron, tdBN statistics,
-compact residuals.
+TEBN and BNTT maps, compact residuals.
 
 Nothing here knows of Flax. Arrays are time-major ``[T, B, ...]``, channels last.
 """
@@ -27,6 +27,7 @@ from snn_jax.functional.lif import (
     lif_step,
 )
 from snn_jax.functional.tdbn import tdbn_affine, tdbn_apply, tdbn_normalize, tdbn_statistics
+from snn_jax.functional.temporal_norm import bntt_affine, step_apply, step_statistics, tebn_affine
 
 __all__ = [
     "RESETS",
@@ -34,6 +35,7 @@ __all__ = [
     "Currents",
     "LIFState",
     "aggregate_gradient",
+    "bntt_affine",
     "check_lif_params",
     "check_reduction",
     "lif_from_currents",
@@ -41,11 +43,14 @@ __all__ = [
     "lif_step",
     "pack_spikes",
     "spike_conv_general_dilated",
+    "step_apply",
+    "step_statistics",
     "surrogate",
     "tdbn_affine",
     "tdbn_apply",
     "tdbn_normalize",
     "tdbn_statistics",
+    "tebn_affine",
     "temporal_attention",
     "temporal_attention_scores",
     "unpack_spikes",

@@ -105,7 +105,11 @@ def temporal_attention_scores(x: Array, params: AttentionParams) -> Array:
 
 
 def temporal_attention(
-    x: Array, params: AttentionParams, discard_threshold: float | None = None
+    x: Array,
+    params: AttentionParams,
+    discard_threshold: float | None = None,
+    *,
+    squeeze_from: Array | None = None,
 ) -> tuple[Array, Array]:
     """``(y, d)``: ``x`` ``[T, B, ...]`` scaled by its scores ``d`` ``[B, T]``.
 
@@ -115,6 +119,10 @@ def temporal_attention(
       discard_threshold: ``None``: no pruning. Otherwise the frames with
         ``d[b, t] < discard_threshold`` are set to zero (the paper's attention
         pruning at inference).
+      squeeze_from: ``None`` (the official rule): the squeeze averages ``x``.
+        Otherwise a time-major array ``[T, B, ...]`` (any trailing shape) whose
+        frame means are the squeeze instead, e.g. the spikes entering the
+        layer (METHOD.md section 11, "squeeze on the input").
 
     Returns:
       ``y`` (``x``'s shape and dtype) and ``d`` (float32 ``[B, T]``).
@@ -125,7 +133,11 @@ def temporal_attention(
     >>> y[:, 0, 0], d[0]                  # sigmoid(-1) = 0.27 < 0.5: frame 0 dropped
     (Array([0.       , 0.7310586], dtype=float32), Array([0.26894143, 0.7310586 ], dtype=float32))
     """
-    d = temporal_attention_scores(x, params)
+    if squeeze_from is not None and squeeze_from.shape[:2] != x.shape[:2]:
+        raise ValueError(
+            f"squeeze_from must share x's [T, B] = {x.shape[:2]}, got shape {squeeze_from.shape}"
+        )
+    d = temporal_attention_scores(x if squeeze_from is None else squeeze_from, params)
     scale = d.T  # [T, B]
     if discard_threshold is not None:
         scale = jnp.where(scale >= discard_threshold, scale, 0.0)

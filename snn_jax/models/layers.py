@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from snn_jax.functional.compact import spike_conv_general_dilated
 from snn_jax.nn import NORMS, NeuronSpec, NormNeuron, direct_encode, fold_time, unfold_time
-from snn_jax.nn.norm_neuron import ATTENTIONS, check_compact
+from snn_jax.nn.norm_neuron import ATTENTIONS, SQUEEZES, check_compact
 
 __all__ = [
     "MEMORY_OPTIONS",
@@ -134,6 +134,8 @@ class LayerFactory:
         (see :class:`~snn_jax.nn.NormNeuron`).
       attention_reduction: the attention's reduction ``r`` (``1 <= r <= T``).
       discard_threshold: the attention's pruning threshold at evaluation, or ``None``.
+      attention_squeeze: what the attention's squeeze averages (one of
+        :data:`snn_jax.nn.norm_neuron.SQUEEZES`); the units pass their input.
     """
 
     neuron: NeuronSpec = NeuronSpec()
@@ -145,9 +147,11 @@ class LayerFactory:
     attention: str = "none"
     attention_reduction: int = 1
     discard_threshold: float | None = None
+    attention_squeeze: str = "current"
 
     def __post_init__(self):
         check_choice("norm", self.norm, NORMS)
+        check_choice("attention squeeze", self.attention_squeeze, SQUEEZES)
         check_choice("memory option", self.memory, MEMORY_OPTIONS)
         check_choice("attention", self.attention, ATTENTIONS)
         if self.memory == "compact" and self.attention != "none":
@@ -216,6 +220,7 @@ class LayerFactory:
             attention=self.attention,
             attention_reduction=self.attention_reduction,
             discard_threshold=self.discard_threshold,
+            attention_squeeze=self.attention_squeeze,
             name=name,
         )
 
@@ -249,7 +254,7 @@ class ConvUnit(Block):
         conv = lay.conv(
             self.features, self.kernel_size, self.strides, spike_input=self.spike_input, name="conv"
         )
-        return lay.unit(name="neuron")(lay.fold(conv, x), train=train)
+        return lay.unit(name="neuron")(lay.fold(conv, x), train=train, inputs=x)
 
 
 class DenseUnit(Block):
@@ -262,7 +267,7 @@ class DenseUnit(Block):
     def __call__(self, x: Array, train: bool = True) -> Array:
         lay = self.layers
         return lay.unit(name="neuron")(
-            lay.fold(lay.dense(self.features, name="dense"), x), train=train
+            lay.fold(lay.dense(self.features, name="dense"), x), train=train, inputs=x
         )
 
 
@@ -297,6 +302,8 @@ class SpikingModel(nn.Module):
         (:class:`snn_jax.nn.NormNeuron`; not with ``memory="compact"``).
       attention_reduction: its reduction ``r``, ``1 <= r <= T``.
       discard_threshold: its pruning threshold at evaluation (``None``: no pruning).
+      attention_squeeze: ``"current"`` (the official rule: the squeeze averages
+        the normalized currents) or ``"input"`` (the unit's input spikes/frames).
     """
 
     num_classes: int = 10
@@ -311,6 +318,7 @@ class SpikingModel(nn.Module):
     attention: str = "none"
     attention_reduction: int = 1
     discard_threshold: float | None = None
+    attention_squeeze: str = "current"
 
     def __post_init__(self):
         self.layer_factory()  # validates norm, neuron and memory option early
@@ -327,6 +335,7 @@ class SpikingModel(nn.Module):
             attention=self.attention,
             attention_reduction=self.attention_reduction,
             discard_threshold=self.discard_threshold,
+            attention_squeeze=self.attention_squeeze,
         )
 
     def maybe_remat(self, cls: type[nn.Module]) -> type[nn.Module]:

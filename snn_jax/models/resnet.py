@@ -128,10 +128,10 @@ class BasicBlock(Block):
     def __call__(self, x: Array, train: bool = True) -> Array:
         lay = self.layers
         conv1 = lay.conv(self.features, 3, self.strides, spike_input=True, name="conv1")
-        y = lay.unit(name="neuron1")(lay.fold(conv1, x), train=train)
-        y = lay.fold(lay.conv(self.features, 3, spike_input=True, name="conv2"), y)
+        h = lay.unit(name="neuron1")(lay.fold(conv1, x), train=train, inputs=x)
+        y = lay.fold(lay.conv(self.features, 3, spike_input=True, name="conv2"), h)
         unit, currents, spikes = _residual_unit(lay, y, x, self.features, self.strides, "neuron2")
-        return unit(*currents, spikes=spikes, train=train)
+        return unit(*currents, spikes=spikes, train=train, inputs=h)
 
 
 class BottleneckBlock(Block):
@@ -151,12 +151,12 @@ class BottleneckBlock(Block):
         lay = self.layers
         out = self.features * self.expansion
         y = lay.fold(lay.conv(self.features, 1, spike_input=True, name="conv1"), x)
-        y = lay.unit(name="neuron1")(y, train=train)
+        h1 = lay.unit(name="neuron1")(y, train=train, inputs=x)
         conv2 = lay.conv(self.features, 3, self.strides, spike_input=True, name="conv2")
-        y = lay.unit(name="neuron2")(lay.fold(conv2, y), train=train)
-        y = lay.fold(lay.conv(out, 1, spike_input=True, name="conv3"), y)
+        h2 = lay.unit(name="neuron2")(lay.fold(conv2, h1), train=train, inputs=h1)
+        y = lay.fold(lay.conv(out, 1, spike_input=True, name="conv3"), h2)
         unit, currents, spikes = _residual_unit(lay, y, x, out, self.strides, "neuron3")
-        return unit(*currents, spikes=spikes, train=train)
+        return unit(*currents, spikes=spikes, train=train, inputs=h2)
 
 
 class SpikingResNet(SpikingModel):

@@ -63,7 +63,10 @@ class TemporalAttention(nn.Module):
     discard_threshold: float | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = True, squeeze_from: jax.Array | None = None
+    ) -> jax.Array:
+        """``x`` scaled by its scores (``squeeze_from``: as ``temporal_attention``'s)."""
         if x.ndim < 2:
             raise ValueError(f"TemporalAttention needs time-major x [T, B, ...], got {x.shape}")
         t = x.shape[0]
@@ -84,7 +87,8 @@ class TemporalAttention(nn.Module):
             self.param("b2", _torch_linear_init(hidden), (t,)),
         )
         prune = self.discard_threshold is not None and not train
-        y, d = temporal_attention(x, params, self.discard_threshold if prune else None)
+        threshold = self.discard_threshold if prune else None
+        y, d = temporal_attention(x, params, threshold, squeeze_from=squeeze_from)
         self.sow("intermediates", "attention_scores", d)
         if prune:
             dropped = jnp.mean((d < self.discard_threshold).astype(jnp.float32), axis=1)

@@ -63,7 +63,8 @@ class MeanDecoder(nn.Module):
     one matrix product instead of ``T``. When the caller makes the collection
     ``"step_outputs"`` mutable (the TET loss, :func:`snn_jax.training.tet_loss`),
     it computes every step's output ``O_t = M o[t] + b`` ``[T, B, features]``,
-    records it there as ``step_logits`` and returns their mean.
+    records it there as ``step_logits`` and returns their mean (not in
+    ``init``, whose variables then hold only parameters).
 
     >>> import jax
     >>> o = (jax.random.uniform(jax.random.key(0), (4, 2, 3)) < 0.5).astype(jnp.float32)
@@ -92,7 +93,7 @@ class MeanDecoder(nn.Module):
                 f"MeanDecoder expects time-major features [T, B, F], got shape {spikes.shape}"
             )
         dense = nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype, name="readout")
-        if self.is_mutable_collection("step_outputs"):
+        if self.is_mutable_collection("step_outputs") and not self.is_initializing():
             per_step = dense(spikes)
             self.sow("step_outputs", "step_logits", per_step)
             return jnp.mean(per_step, axis=0)

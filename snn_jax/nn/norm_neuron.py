@@ -27,7 +27,15 @@ from snn_jax.nn.neurons import LIF, NeuronSpec
 from snn_jax.nn.norm import TdBatchNorm
 from snn_jax.nn.temporal_norm import BNTT, TEBN
 
-__all__ = ["ATTENTIONS", "NORMS", "STEP_NORMS", "NormNeuron", "check_compact", "compact_conflicts"]
+__all__ = [
+    "ATTENTIONS",
+    "NORMS",
+    "SQUEEZES",
+    "STEP_NORMS",
+    "NormNeuron",
+    "check_compact",
+    "compact_conflicts",
+]
 
 # "tdbn": TdBatchNorm with the unit's alpha and the neurons' V_th (METHOD.md section 4);
 # "bn": ordinary batch norm over the same axes (a TdBatchNorm with alpha * V_th = 1);
@@ -40,6 +48,9 @@ STEP_NORMS: tuple[str, ...] = ("tebn", "bntt")
 # "none": no attention; "temporal": TA-SNN's temporal-wise attention (snn_jax.nn.TemporalAttention)
 # on the normalized currents, before the neuron (METHOD.md section 11).
 ATTENTIONS: tuple[str, ...] = ("none", "temporal")
+# What the attention's squeeze averages: "current", the normalized currents it scales (the
+# official code); "input", the unit's input (the spikes or frames entering its linear layer).
+SQUEEZES: tuple[str, ...] = ("current", "input")
 
 
 def compact_conflicts(neuron: NeuronSpec, norm: str) -> list[str]:
@@ -96,6 +107,9 @@ class NormNeuron(nn.Module):
       attention_reduction: the attention's ``reduction``.
       discard_threshold: the attention's ``discard_threshold`` (pruning at
         evaluation; ``None``: none).
+      attention_squeeze: one of :data:`SQUEEZES`: the squeeze averages the
+        normalized currents (``"current"``, the official rule) or the
+        unit's ``inputs`` (``"input"``; then the call must pass them).
 
     Layers: the norms (``norm_names``), ``attention`` (with attention) and
     ``lif`` (a :class:`LIF`, which sows the firing rates; when compact, only
@@ -118,8 +132,13 @@ class NormNeuron(nn.Module):
     attention: str = "none"
     attention_reduction: int = 1
     discard_threshold: float | None = None
+    attention_squeeze: str = "current"
 
     def __post_init__(self):
+        if self.attention_squeeze not in SQUEEZES:
+            raise ValueError(
+                f"unknown attention squeeze {self.attention_squeeze!r}; expected one of {SQUEEZES}"
+            )
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
         if self.attention not in ATTENTIONS:
@@ -141,9 +160,17 @@ class NormNeuron(nn.Module):
 
     @nn.compact
     def __call__(
-        self, *currents: jax.Array, spikes: jax.Array | None = None, train: bool = True
+        self,
+        *currents: jax.Array,
+        spikes: jax.Array | None = None,
+        train: bool = True,
+        inputs: jax.Array | None = None,
     ) -> jax.Array:
-        """The neurons' output for ``currents`` (one per norm) and identity ``spikes``."""
+        """The neurons' output for ``currents`` (one per norm) and identity ``spikes``.
+
+        ``inputs``: the unit's input ``[T, B, ...]`` (what its linear layer
+        read), for ``attention_squeeze="input"``; otherwise unused.
+        """
         if len(currents) != len(self.alphas):
             raise ValueError(
                 f"NormNeuron was made for {len(self.alphas)} inputs, got {len(currents)}"
@@ -158,7 +185,15 @@ class NormNeuron(nn.Module):
             attention = TemporalAttention(
                 self.attention_reduction, self.discard_threshold, name="attention"
             )
-            x = attention(x, train=train)
+            squeeze_from = None
+            if self.attention_squeeze == "input":
+                if inputs is None:
+                    raise ValueError(
+                        "attention_squeeze='input' needs the unit's inputs: call the unit "
+                        "with inputs=<what its linear layer read>"
+                    )
+                squeeze_from = inputs
+            x = attention(x, train=train, squeeze_from=squeeze_from)
         if spikes is not None:
             x = x + spikes
         if self.neuron.kind == "relu":

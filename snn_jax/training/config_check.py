@@ -173,6 +173,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     # imported here: the model zoo is not needed to check the rest, nor at import time
     from snn_jax import models
     from snn_jax.nn import ATTENTIONS, NORMS, NeuronSpec
+    from snn_jax.nn.norm_neuron import SQUEEZES
 
     p = _Problems(config)
     p.unknown("", _TOP_KEYS, typos_only=True)
@@ -281,6 +282,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         f"must be one of {models.MEMORY_OPTIONS}",
     )
     p.check(m + "attention", lambda v: v in ATTENTIONS, f"must be one of {ATTENTIONS}")
+    p.check(m + "attention_squeeze", lambda v: v in SQUEEZES, f"must be one of {SQUEEZES}")
     _, time_steps = p.value("time_steps")
     _, attention = p.value(m + "attention")
     most = time_steps if _int(time_steps) and attention == "temporal" else None

@@ -232,3 +232,19 @@ def test_binning_over_a_fixed_time_range():
     np.testing.assert_array_equal(frames.sum(axis=(1, 2, 3)), [0, 1, 1, 0])  # bins of 20
     with pytest.raises(ValueError, match="outside t_range"):
         events_to_frames(ev, time_steps=4, sensor_size=(2, 1), t_range=(31, 81))
+
+
+def test_idle_noise_rate_adds_noise_to_idle_segments_only():
+    spec = event_digits.EventDigitsSpec(idle_noise_rate=400.0)
+    rec, base = event_digits.generate(7, spec), event_digits.generate(7)
+    length = spec.frames_per_segment * spec.frame_interval
+    segment = (rec.noise["t"] - 1) // length
+    per_segment = np.bincount(segment, minlength=spec.segments)
+    expected_extra = 400.0 * spec.sensor**2 * length * 1e-6  # Poisson mean, about 2,300
+    base_rate = spec.noise_rate * spec.sensor**2 * length * 1e-6  # about 115
+    np.testing.assert_array_equal(rec.idle, base.idle)  # the schedule is drawn first
+    for s in range(spec.segments):
+        want = base_rate + (expected_extra if rec.idle[s] else 0.0)
+        assert abs(per_segment[s] - want) < 5 * np.sqrt(want), (s, per_segment[s], want)
+    signal = np.setdiff1d(rec.events, rec.noise)
+    assert len(signal) == len(rec.events) - len(rec.noise)
