@@ -42,6 +42,13 @@ of it compilation), at initialisation:
   gradients growing 63x towards the input; none stays alive through the
   shortcuts but ``phi`` drops to 0.1 in the stem and the gradients shrink
   towards the input (first/last 0.12).
+- tebn, bntt (METHOD.md section 10; ``--norms=tdbn,tebn,bntt``, 2026-12-05):
+  at initialisation both are a batch norm to unit spread (``p_t = 1``,
+  ``gamma_t = 1``), without tdBN's ``alpha * V_th``, and behave as bn: plain
+  ``phi`` 1.55 geometric mean (1.46 to 2.39), gradients growing 107x (tebn)
+  and 110x (bntt) towards the input, firing rate about 0.29 in the last layer;
+  resnet19 ``phi`` 2.5 geometric mean, gradients 63x (tebn) and 51x (bntt).
+  Neither paper claims an isometry at initialisation; they train ResNets.
 
 The three SGD steps change none of this much (the numbers per step are in the
 JSON).

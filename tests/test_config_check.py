@@ -49,7 +49,7 @@ BAD_VALUES = [
     ("data.image_size", 0, "must be None or an integer >= 1"),
     ("data.num_workers", 0, "must be None or an integer >= 1"),
     ("model.name", "resnet1000", "must be one of"),
-    ("model.norm", "layernorm", "must be one of ('tdbn', 'bn', 'none')"),
+    ("model.norm", "layernorm", "must be one of ('tdbn', 'bn', 'none', 'tebn', 'bntt')"),
     ("model.neuron", "izhikevich", "must be one of ('lif', 'relu')"),
     ("model.memory", "offload", "must be one of ('none', 'remat', 'compact')"),
     ("model.surrogate", "gauss", "must be one of"),

@@ -529,7 +529,10 @@ def test_digits_cnn_norms_fold_into_convs(digits):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(norm="layer"), r"unknown norm 'layer'; expected one of \('tdbn', 'bn', 'none'\)"),
+        (
+            dict(norm="layer"),
+            r"unknown norm 'layer'; expected one of \('tdbn', 'bn', 'none', 'tebn', 'bntt'\)",
+        ),
         (dict(memory="offload"), r"unknown memory option 'offload'"),
         (dict(stem="vit"), r"unknown stem 'vit'"),
     ],

@@ -79,7 +79,12 @@ def bntt_affine(mean, var, scale, *, epsilon=1e-5) -> tuple[Array, Array]:
 
 
 def step_apply(x: Array, factor: Array, shift: Array) -> Array:
-    """``x[t] * factor[t] + shift[t]`` for ``x`` ``[T, B, ..., C]`` and ``[T, C]`` maps."""
+    """``x[t] * factor[t] + shift[t]`` for ``x`` ``[T, B, ..., C]`` and ``[T, C]`` maps.
+
+    >>> step_apply(jnp.ones((2, 3, 1)), jnp.array([[2.0], [3.0]]), jnp.array([[0.0], [1.0]]))[:, 0]
+    Array([[2.],
+           [4.]], dtype=float32)
+    """
     compute = jnp.promote_types(x.dtype, jnp.float32)
     shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
     return x.astype(compute) * factor.reshape(shape).astype(compute) + shift.reshape(shape).astype(

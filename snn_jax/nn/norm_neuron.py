@@ -4,7 +4,7 @@ Every layer of the model zoo ends in this unit: the conv or dense outputs
 ``z_i`` that feed one neuron layer (one, or two in a residual block: the
 block's last conv and its projection shortcut), each normalized, summed with
 an identity shortcut's spikes if there is one, then the neuron. It is the one
-place where the norm (tdBN, BN or none) and the neuron (:class:`NeuronSpec`)
+place where the norm (tdBN, BN, TEBN, BNTT or none) and the neuron (:class:`NeuronSpec`)
 are chosen, and the one place a memory-saving kernel may look across the two:
 with ``compact=True`` the unit runs
 :func:`snn_jax.functional.lif_from_currents`, which keeps only the ``z_i``
@@ -80,7 +80,7 @@ def check_compact(neuron: NeuronSpec, norm: str) -> None:
     conflicts = compact_conflicts(neuron, norm)
     if conflicts:
         raise ValueError(
-            "memory='compact' needs LIF neurons after a norm, with the hard reset, one "
+            "memory='compact' needs LIF neurons after a tdBN or BN norm, with the hard reset, one "
             f"constant leak and threshold and the STBP gradient; got {', '.join(conflicts)}. "
             "Use memory='none' or 'remat'"
         )

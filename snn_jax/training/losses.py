@@ -74,6 +74,16 @@ def step_logits(collections: Mapping[str, Any]) -> jax.Array:
 
     Raises:
       ValueError: when the model has not exactly one decoder that records them.
+
+    >>> import jax
+    >>> from snn_jax.models import get_model
+    >>> model = get_model("digits_cnn", time_steps=3, width=2, hidden_features=4)
+    >>> x = jnp.ones((5, 8, 8, 1))
+    >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)   # shapes only
+    >>> run = lambda v, x: model.apply(v, x, train=False, mutable=[STEP_OUTPUTS])
+    >>> q, out = jax.eval_shape(run, variables, x)
+    >>> step_logits(out).shape                           # [T, B, K]
+    (3, 5, 10)
     """
     flat = flax.traverse_util.flatten_dict(
         flax.core.unfreeze(collections.get(STEP_OUTPUTS, {})), sep="/"
