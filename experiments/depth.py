@@ -413,7 +413,7 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", "workdirs/depth", "Cells, tables and plots go here.")
     flags.DEFINE_bool("smoke", False, "Tiny depths and widths, two steps per cell (tests).")
     flags.DEFINE_list("norms", None, f"Norms (default: every norm of NORMS, {list(NORMS)}).")
-    flags.DEFINE_list("depths", None, "Plain CNN depths (default: 4,8,12,16,20).")
+    flags.DEFINE_list("depths", None, "Plain CNN depths (default: 4,8,12,16,20; empty: none).")
     flags.DEFINE_list("seeds", None, "Run seeds, one training per cell each (default: 0).")
     flags.DEFINE_integer("resnet_width", None, "ResNet-19 width (0: no ResNet; default: 8).")
     flags.DEFINE_integer("num_epochs", None, "Epochs of every cell (default: 20).")
@@ -428,7 +428,7 @@ def settings_from_flags(f=None) -> Settings:
         overrides["norms"] = tuple(f.norms)
     for key in ("depths", "seeds"):
         values = getattr(f, key)
-        if values:
+        if values is not None:  # --depths= (empty): the ResNet-19 cells only
             try:
                 overrides[key] = tuple(int(v) for v in values)
             except ValueError:

@@ -106,3 +106,22 @@ def test_digits_plain_model_fields_from_the_command_line():
     assert (c.model.name, c.model.depth, c.model.width, c.model.norm) == ("plain", 12, 8, "none")
     check_config(c)
     assert np.isclose(c.data.validation_fraction, 0.1)
+
+
+def test_flags_override_the_settings():
+    from types import SimpleNamespace
+
+    f = SimpleNamespace(
+        smoke=False, norms=["none"], depths=[], seeds=["1", "2"], resnet_width=None, num_epochs=3
+    )
+    s = depth.settings_from_flags(f)
+    assert (s.norms, s.depths, s.seeds, s.resnet_width, s.num_epochs) == (
+        ("none",),
+        (),
+        (1, 2),
+        8,
+        3,
+    )
+    assert [c.name for c in depth.cells(s)] == ["resnet19_none_s1", "resnet19_none_s2"]
+    with pytest.raises(ValueError, match="--seeds takes integers"):
+        depth.settings_from_flags(SimpleNamespace(**{**vars(f), "seeds": ["a"]}))
