@@ -309,7 +309,7 @@ def run(
                 scores = {k: v[:n] for k, v in scores.items()}
                 entry["separation"] = score_separation(scores, stats.idle)
                 entry["scores"] = {k: v.tolist() for k, v in scores.items()}
-                thresholds = (0.0, 0.5) if smoke else THRESHOLDS
+                thresholds = (0.5,) if smoke else THRESHOLDS
                 entry["pruning"] = pruning_curve(
                     config, out["variables"], out["pipeline"], thresholds
                 )
