@@ -230,6 +230,7 @@ def test_compact_memory_with_attention_is_an_error():
         ("model.attention_reduction", 9, "must be an integer in [1, T] = [1, 8]"),
         ("model.discard_threshold", 1.5, "must be None (no pruning) or an attention score"),
         ("model.memory", "compact", "does not support attention"),
+        ("model.attention_squeeze", "max", "must be one of ('current', 'input')"),
     ],
 )
 def test_config_check_names_bad_attention_values(key, value, message):
@@ -249,7 +250,8 @@ def test_config_check_names_bad_attention_values(key, value, message):
     node = config
     for part in path:
         node = node[part]
-    del node[last]
+    if last in node:
+        del node[last]  # a typed field would refuse a value of another type
     node[last] = value
     with pytest.raises(ValueError, match=re.escape(f"config.{key} = {value!r}: {message}")):
         check_config(config)
@@ -258,12 +260,14 @@ def test_config_check_names_bad_attention_values(key, value, message):
 def test_dropped_frames_save_synaptic_operations():
     """All frames dropped: the spike-driven layers after the first do no SOPs; MACs stay."""
     from snn_jax import analysis, models
+    from snn_jax.training.steps import firing_rates
 
     kw = dict(width=4, hidden_features=8, time_steps=4, attention="temporal", attention_reduction=2)
     x = jax.random.uniform(jax.random.key(0), (4, 3, 8, 8, 2)) * 3
     model = models.get_model("digits_cnn", **kw)
     variables = model.init(jax.random.key(1), x)
-    kept = analysis.count_operations(model, variables, x)
+    _, sown = model.apply(variables, x, train=False, mutable=["intermediates"])
+    assert sum(firing_rates(sown["intermediates"]).values()) > 0  # without pruning: spikes
     params = jax.tree_util.tree_map_with_path(
         lambda p, v: jnp.full_like(v, -50.0) if p[-1].key == "b2" else v, variables["params"]
     )
@@ -272,13 +276,12 @@ def test_dropped_frames_save_synaptic_operations():
     pruned = analysis.count_operations(pruned_model, low, x)
     first = pruned["conv1/conv"]
     assert first["kind"] == "mac"
-    assert first["ops"] == kept["conv1/conv"]["ops"] > 0  # MACs on the event frames
+    assert first["ops"] > 0  # MACs on the event frames, whatever their values
     later = [name for name in pruned if name != "conv1/conv"]
     assert later  # conv2, fc and the decoder: spike-driven
     for name in later:
         assert pruned[name]["kind"] == "ac"
         assert pruned[name]["ops"] == 0.0
-    assert sum(kept[name]["ops"] for name in later) > 0  # without pruning they spike
 
 
 def test_squeeze_from_another_array_matches_numpy():

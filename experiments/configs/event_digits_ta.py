@@ -11,6 +11,11 @@ the two configs differ only in the attention: TA-SNN's temporal-wise attention
 tdBN and before the LIF neurons, as the official code places it after its
 batch norm.
 
+Expected (measured 2026-12-05, seed 0, on a shared, busy 2-core CPU): 97.5 %
+test accuracy after 20 epochs (best 97.5 %; 96.1 % without attention), 4,041
+spikes per test image against 8,003, training 562 s. The scores do not come
+out lower on the idle (noise-only) bins; METHOD.md section 11 says why.
+
 Hyper-parameters (ours, for this task): reduction ``r = 2`` (``T // 2``
 hidden units; the official code uses ``r = 16`` at ``T = 30`` for DVS128
 Gesture and ``r = 5`` at ``T = 10`` for CIFAR10-DVS, which would leave one or
