@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import time
@@ -45,7 +44,7 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from experiments import require_matplotlib
+from experiments import finite, require_matplotlib
 from experiments.configs import digits_plain
 from snn_jax import analysis
 from snn_jax.data import load_digits_split
@@ -242,19 +241,8 @@ def run_cell(settings: Settings, cell: Cell, workdir: str) -> dict[str, Any] | N
         "seconds": time.perf_counter() - t0,
     }
     with open(record_path, "w") as f:
-        json.dump(_finite(record), f, indent=1)
+        json.dump(finite(record), f, indent=1)
     return record
-
-
-def _finite(obj):
-    """NaN and inf become None, so the JSON is standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -400,7 +388,7 @@ def run(settings: Settings, workdir: str, plots: bool = True) -> dict[str, Any]:
         records.append(record)
     results = {"settings": dataclasses.asdict(settings), "cells": records, "interrupted": False}
     with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(_finite(results), f, indent=1)
+        json.dump(finite(results), f, indent=1)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table(records, settings))
     if plots:

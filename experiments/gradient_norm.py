@@ -70,7 +70,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from experiments import require_matplotlib
+from experiments import finite, require_matplotlib
 from snn_jax import analysis, models
 from snn_jax.data import load_digits_split
 from snn_jax.training import cross_entropy, make_optimizer
@@ -318,17 +318,6 @@ def _log_safe(values) -> np.ndarray:
     return np.where(v > 0, v, np.nan)
 
 
-def _finite(obj):
-    """NaN and inf become None, so the JSON is standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def run(settings: Settings, out: str | None = None, verbose: bool = True) -> dict[str, Any]:
     """All (arch, norm) runs; writes ``gradient_norm.json`` and ``.png`` under ``out``.
 
@@ -348,7 +337,7 @@ def run(settings: Settings, out: str | None = None, verbose: bool = True) -> dic
     keys = [(arch, norm) for arch in settings.archs for norm in settings.norms]
     runs = _collect(keys, (run_model(a, n, settings, batches) for a, n in keys), verbose)
     summary = {key: summarize(r) for key, r in runs.items()}
-    results = _finite(
+    results = finite(
         {
             "settings": dataclasses.asdict(settings),
             "runs": runs,
