@@ -46,13 +46,6 @@ from snn_jax.training.writers import write_json_atomic
 ARMS = ("plain", "attention", "attention_input")
 THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9)
 
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare_attention", "Output folder.")
-_TIME_STEPS = flags.DEFINE_list("time_steps", ["8", "16"], "Values of T.")
-_EPOCHS = flags.DEFINE_integer("num_epochs", None, "Override the configs' epochs.")
-_ARMS = flags.DEFINE_list("arms", ["plain", "attention"], f"Arms, of {ARMS}.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Two training steps on a tiny model.")
-_CACHE = flags.DEFINE_string("cache_dir", None, "Frame cache folder (default: the configs').")
-
 
 def arm_config(arm: str, time_steps: int, smoke: bool, epochs: int | None):
     """The config of one arm at ``T``: ``plain`` is ``event_digits.py``, ``attention``
@@ -251,14 +244,15 @@ def plot(results: dict[str, Any], stats_by_t: dict[int, Any], workdir: str) -> N
 def main(argv):
     del argv
     require_matplotlib("experiments.compare_attention")
-    time_steps = [int(v) for v in _TIME_STEPS.value]
+    f = flags.FLAGS
+    time_steps = [int(v) for v in f.time_steps]
     run(
-        _WORKDIR.value,
+        f.workdir,
         time_steps,
-        arms=_ARMS.value,
-        smoke=_SMOKE.value,
-        epochs=_EPOCHS.value,
-        cache_dir=_CACHE.value,
+        arms=f.arms,
+        smoke=f.smoke,
+        epochs=f.num_epochs,
+        cache_dir=f.cache_dir,
     )
 
 
@@ -390,5 +384,16 @@ def run(
     return results
 
 
+def define_flags() -> None:
+    """The command line (defined only when run as a script, so the module imports anywhere)."""
+    flags.DEFINE_string("workdir", "workdirs/compare_attention", "Output folder.")
+    flags.DEFINE_list("time_steps", ["8", "16"], "Values of T.")
+    flags.DEFINE_integer("num_epochs", None, "Override the configs' epochs.")
+    flags.DEFINE_list("arms", ["plain", "attention"], f"Arms, of {ARMS}.")
+    flags.DEFINE_bool("smoke", False, "Two training steps on a tiny model.")
+    flags.DEFINE_string("cache_dir", None, "Frame cache folder (default: the configs').")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
