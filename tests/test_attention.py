@@ -240,21 +240,15 @@ def test_config_check_names_bad_attention_values(key, value, message):
 
     from experiments.configs import event_digits
     from snn_jax.training.config_check import check_config
+    from tests.test_config_check import _with
 
     config = event_digits.get_config()
     config.model.attention = "temporal"
     config.model.attention_reduction = 2
     config.model.discard_threshold = ml_collections.FieldReference(None, field_type=float)
     check_config(config)
-    *path, last = key.split(".")
-    node = config
-    for part in path:
-        node = node[part]
-    if last in node:
-        del node[last]  # a typed field would refuse a value of another type
-    node[last] = value
     with pytest.raises(ValueError, match=re.escape(f"config.{key} = {value!r}: {message}")):
-        check_config(config)
+        check_config(_with(config, key, value))
 
 
 def test_dropped_frames_save_synaptic_operations():
