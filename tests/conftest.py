@@ -14,7 +14,21 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 import contextlib  # noqa: E402
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from snn_jax.data import event_digits  # noqa: E402
 
 # The same request through the config; it fails harmlessly if the backend has already started.
 with contextlib.suppress(AttributeError, RuntimeError, ValueError):
     jax.config.update("jax_num_cpu_devices", 4)
+
+
+@pytest.fixture
+def few_digits(monkeypatch):
+    """``event_digits`` over 40 of the digits (4 per class, 3 train and 1 test)."""
+    images, labels, _ = event_digits._digits()
+    keep = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)])
+    splits = {"train": keep[np.arange(40) % 4 != 3], "test": keep[np.arange(40) % 4 == 3]}
+    monkeypatch.setattr(event_digits, "_digits", lambda: (images, labels, splits))
+    return splits

@@ -11,20 +11,15 @@ import numpy as np
 import pytest
 
 from experiments import compare_attention
-from snn_jax.data import event_digits
 from snn_jax.training import sharding
 
 
 @pytest.fixture
-def few_digits(monkeypatch):
-    """The generator over 40 of the digits (4 per class, 3 train and 1 test)."""
-    images, labels, _ = event_digits._digits()
-    keep = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)])
-    splits = {"train": keep[np.arange(40) % 4 != 3], "test": keep[np.arange(40) % 4 == 3]}
-    monkeypatch.setattr(event_digits, "_digits", lambda: (images, labels, splits))
+def one_device_digits(few_digits, monkeypatch):
+    """``few_digits`` (conftest) on one device."""
     make_mesh = sharding.make_mesh
     monkeypatch.setattr(sharding, "make_mesh", lambda: make_mesh(jax.devices()[:1]))
-    return splits
+    return few_digits
 
 
 def test_score_separation_by_hand():
@@ -38,7 +33,7 @@ def test_score_separation_by_hand():
     assert sep["lower_on_noise_in"] == 1.0
 
 
-def test_smoke_run_writes_tables_and_plots(few_digits, tmp_path):
+def test_smoke_run_writes_tables_and_plots(one_device_digits, tmp_path):
     results = compare_attention.run(
         str(tmp_path / "work"),
         [4],

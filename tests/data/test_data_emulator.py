@@ -156,16 +156,6 @@ def test_recordings_are_fixed_by_the_seed_and_idle_segments_carry_only_noise():
         assert rec.events["t"].max() <= spec.duration
 
 
-@pytest.fixture
-def few_digits(monkeypatch):
-    """The generator over 40 of the digits (4 per class, 3 train and 1 test): the real code."""
-    images, labels, _ = event_digits._digits()
-    keep = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)])
-    splits = {"train": keep[np.arange(40) % 4 != 3], "test": keep[np.arange(40) % 4 == 3]}
-    monkeypatch.setattr(event_digits, "_digits", lambda: (images, labels, splits))
-    return splits
-
-
 def test_bin_statistics_follow_the_schedule(few_digits):
     stats = event_digits.bin_statistics("test", time_steps=T)
     assert stats.signal.shape == stats.noise.shape == stats.idle.shape == (10, T)
