@@ -20,7 +20,16 @@ import pytest
 
 from snn_jax.analysis import fold_norms
 from snn_jax.inspect import capture_calls, is_neuron
-from snn_jax.models import Block, DigitsCNN, PlainCNN, ResNet19, ResNet50
+from snn_jax.models import (
+    Block,
+    DigitsCNN,
+    PlainCNN,
+    ResNet17,
+    ResNet18,
+    ResNet19,
+    ResNet34,
+    ResNet50,
+)
 from snn_jax.nir import from_nir, lif_parameters, to_nir
 from snn_jax.nn import NeuronSpec
 from tests.nir_simulator import simulate
@@ -92,6 +101,11 @@ MODELS = {
         functools.partial(ResNet19, width=2, stage_sizes=(2, 1), hidden_features=6, norm="bn"),
         8,
     ),
+    # the named layouts (stages, stems) at width 2: ResNet-17 reads event frames (two
+    # polarity channels, time-major); ResNet-18/34 have the ImageNet stem and basic blocks
+    "resnet17_events": (functools.partial(ResNet17, width=2, hidden_features=6), (8, 2)),
+    "resnet18": (functools.partial(ResNet18, width=2), 32),
+    "resnet34": (functools.partial(ResNet34, width=2), 32),
     "resnet50": (  # conversion's per-channel thresholds
         functools.partial(
             ResNet50, width=2, stage_sizes=(1, 1), neuron=NeuronSpec(channel_threshold=True)
@@ -101,11 +115,28 @@ MODELS = {
 }
 
 
+def _input(size):
+    """A static image ``[B, H, W, 1]``, or for ``(size, channels)`` event-like frames
+    ``[T, B, H, W, channels]`` that differ per step."""
+    if isinstance(size, tuple):
+        size, channels = size
+        shape = (T, 2, size, size, channels)
+    else:
+        shape = (2, size, size, 1)
+    return jax.random.uniform(jax.random.key(1), shape, minval=0.0, maxval=2.0)
+
+
+def _frames(x):
+    """The graph's input: time-major and channels first, ``[T, B, C, H, W]``."""
+    x = jnp.moveaxis(x, -1, -3)
+    return x if x.ndim == 5 else jnp.broadcast_to(x, (T, *x.shape))
+
+
 @functools.cache
 def _exported(name):
     make, size = MODELS[name]
     model = make(num_classes=5, time_steps=T)
-    x = jax.random.uniform(jax.random.key(1), (2, size, size, 1), minval=0.0, maxval=2.0)
+    x = _input(size)
     variables = _variables(model, x, seed=2)
     calls, logits = capture_calls(model, variables, x, is_neuron, train=False, compiled=True)
     graph = to_nir(model, variables, x, dt=DT)
@@ -120,7 +151,7 @@ def test_round_trip_and_simulator_equal_the_model(name, tmp_path):
     assert sorted(read.nodes) == sorted(graph.nodes)
     assert sorted(map(tuple, read.edges)) == sorted(graph.edges)
     module, variables = from_nir(read, dt=DT)
-    frames = jnp.broadcast_to(jnp.moveaxis(x, -1, 1), (T, *jnp.moveaxis(x, -1, 1).shape))
+    frames = _frames(x)
     out, state = jax.jit(lambda v, f: module.apply(v, f, mutable=["intermediates"]))(
         variables, frames
     )
