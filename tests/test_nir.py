@@ -264,6 +264,13 @@ def test_to_nir_refuses_what_nir_cannot_express():
         to_nir(DigitsCNN(width=2, neuron=NeuronSpec(kind="relu")), {}, x)
     with pytest.raises(ValueError, match="norm='tebn'"):
         to_nir(DigitsCNN(width=2, norm="tebn"), {}, x)
+
+    class MyCNN(DigitsCNN):  # a user's model: the library's layers in its own layout
+        def __call__(self, x, train=True):
+            return super().__call__(jnp.flip(x, axis=-2), train)
+
+    with pytest.raises(ValueError, match=r"writes the zoo models .*; got MyCNN"):
+        to_nir(MyCNN(width=2), {}, x)
     model = DigitsCNN(width=2, attention="temporal", time_steps=2)
     with pytest.raises(ValueError, match=r"layer conv1/neuron/attention \(TemporalAttention\)"):
         to_nir(model, jax.eval_shape(model.init, jax.random.key(0), x), x)
