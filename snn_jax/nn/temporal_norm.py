@@ -38,7 +38,11 @@ class _StepNorm(nn.Module):
         factor, shift = self.affine(x, use_running_average)
         return step_apply(x, factor, shift).astype(self.dtype or x.dtype)
 
-    def _check(self, x: jax.Array, name: str, stored: tuple[int, ...] | None) -> None:
+    def _check(self, x: jax.Array, name: str) -> None:
+        """Raises for a non-time-major ``x`` or one that does not fit parameter ``name``."""
+        stored = None
+        if self.has_variable("params", name):
+            stored = self.get_variable("params", name).shape
         if x.ndim < 3:
             raise ValueError(
                 f"{type(self).__name__} expects [T, B, ..., C] (ndim >= 3), got shape {x.shape}"
@@ -76,10 +80,7 @@ class TEBN(_StepNorm):
     @nn.compact
     def affine(self, x: jax.Array, use_running_average: bool = False):
         """Per-step ``(factor, shift)`` ``[T, C]``: ``self(x)[t] = x[t] * factor[t] + shift[t]``."""
-        stored = None
-        if self.has_variable("params", "step_scale"):
-            stored = self.get_variable("params", "step_scale").shape
-        self._check(x, "step_scale", stored)
+        self._check(x, "step_scale")
         c = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
@@ -113,10 +114,7 @@ class BNTT(_StepNorm):
     @nn.compact
     def affine(self, x: jax.Array, use_running_average: bool = False):
         """Per-step ``(factor, shift)`` ``[T, C]``: ``self(x)[t] = x[t] * factor[t] + shift[t]``."""
-        stored = None
-        if self.has_variable("params", "scale"):
-            stored = self.get_variable("params", "scale").shape
-        self._check(x, "scale", stored)
+        self._check(x, "scale")
         shape = self._shape(x)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, shape, jnp.float32)
