@@ -325,6 +325,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             log.info("resumed from step %d in %s", start, workdir)
         selection = _Selection(**meta.get("selection", {}))
         test = meta.get("last_test", {})
+
+        def run_meta() -> dict:  # what a checkpoint keeps besides the state
+            return dict(
+                selection=dataclasses.asdict(selection), train_seconds=clock.total, last_test=test
+            )
+
         batches = stack.enter_context(
             contextlib.closing(device_batches(pipeline.train_batches(start), mesh, time_major))
         )
@@ -401,25 +407,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             stopping = stop_agreed(stop, sync_point=logs or saves)
             if saves or stopping:
                 clock.wait(metrics)
-                ckpt.save(
-                    state,
-                    dict(
-                        selection=dataclasses.asdict(selection),
-                        train_seconds=clock.total,
-                        last_test=test,
-                    ),
-                )
+                ckpt.save(state, run_meta())
             clock.resume()
         interrupted = stopping
         if interrupted:
-            ckpt.save(
-                state,
-                dict(
-                    selection=dataclasses.asdict(selection),
-                    train_seconds=clock.total,
-                    last_test=test,
-                ),
-            )
+            ckpt.save(state, run_meta())
             log.warning(
                 "stopped by %s at step %d; checkpoint saved in %s, rerun to resume",
                 f"signal {stop.signal}" if stop else "a signal to another process",

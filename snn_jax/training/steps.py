@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from snn_jax.training.losses import STEP_OUTPUTS, step_logits, tet_loss
+from snn_jax.training.losses import LOSSES, STEP_OUTPUTS, step_logits, tet_loss
 from snn_jax.training.state import TrainState
 
 __all__ = ["cross_entropy", "firing_rates", "train_step"]
@@ -81,9 +81,10 @@ def train_step(
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
 
-    if loss not in ("ce", "tet"):
-        raise ValueError(f"unknown loss {loss!r}; expected 'ce' or 'tet'")
-    collections = ["batch_stats", "intermediates"] + ([STEP_OUTPUTS] if loss == "tet" else [])
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    tet = loss == "tet"
+    collections = ["batch_stats", "intermediates"] + ([STEP_OUTPUTS] if tet else [])
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
@@ -93,15 +94,15 @@ def train_step(
             mutable=collections,
             rngs={"dropout": step_rng},
         )
-        if loss == "tet":
+        if tet:
             value = tet_loss(step_logits(updates), batch["label"], lam=tet_lambda, phi=tet_phi)
         else:
             value = jnp.mean(cross_entropy(logits, batch["label"]))
         return value, (logits, updates)
 
-    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (value, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
 
     updated = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
@@ -113,7 +114,7 @@ def train_step(
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
     )
     metrics = {
-        "loss": loss,
+        "loss": value,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "grad_norm": grad_norm,
         "param_norm": optax.tree.norm(new_state.params),
