@@ -42,6 +42,7 @@ import numpy as np
 
 from snn_jax.functional import surrogate as surrogate_lib
 from snn_jax.functional.lif import LIFState, lif_scan
+from snn_jax.nn import NeuronSpec
 
 __all__ = ["GraphNode", "NIRNetwork", "from_nir"]
 
@@ -168,7 +169,7 @@ class NIRNetwork(nn.Module):
         t, b = x.shape[:2]
         y = x.reshape(t * b, *x.shape[2:])
         if kind == "Conv2d":
-            p = self.param(node.name, _zeros_like_spec(node), None)
+            p = self._params(node)
             pad = node.attr("padding")
             y = jax.lax.conv_general_dilated(
                 y,
@@ -181,12 +182,12 @@ class NIRNetwork(nn.Module):
             )
             y = y + p["bias"]
         elif kind in ("Affine", "Linear"):
-            p = self.param(node.name, _zeros_like_spec(node), None)
+            p = self._params(node)
             y = y @ p["kernel"]
             if kind == "Affine":
                 y = y + p["bias"]
         elif kind == "Scale":
-            y = y * self.param(node.name, _zeros_like_spec(node), None)["scale"]
+            y = y * self._params(node)["scale"]
         elif kind in ("AvgPool2d", "SumPool2d"):
             kh, kw = node.attr("kernel_size")
             sh, sw = node.attr("stride")
@@ -207,8 +208,11 @@ class NIRNetwork(nn.Module):
             y = _to_internal(y.reshape(t * b, *node.shape)[None], len(node.shape))[0]
         return y.reshape(t, b, *y.shape[1:])
 
+    def _params(self, node: GraphNode) -> dict[str, Array]:
+        return self.param(node.name, lambda _: _zeros(node))
+
     def _neuron(self, node: GraphNode, x: Array) -> Array:
-        c = self.variable("neurons", node.name, _neuron_zeros, node).value
+        c = self.variable("neurons", node.name, _zeros, node).value
         current = c["gain"] * x + c["offset"]
         if node.kind == "LI":
 
@@ -218,14 +222,9 @@ class NIRNetwork(nn.Module):
 
             _, v = jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), current, unroll=self.unroll)
             return v
-        spike = (
-            surrogate_lib.get(self.surrogate)
-            if self.surrogate_param is None
-            else surrogate_lib.get(
-                self.surrogate,
-                **{surrogate_lib.SHAPE_PARAMETER[self.surrogate]: self.surrogate_param},
-            )
-        )
+        spike = NeuronSpec(
+            surrogate=self.surrogate, surrogate_param=self.surrogate_param
+        ).spike_function
         if node.attr("stateless"):
             spikes = spike(current - c["threshold"])
         else:
@@ -242,23 +241,16 @@ class NIRNetwork(nn.Module):
         return spikes
 
 
-def _zeros_like_spec(node: GraphNode):
-    """An initializer of a node's parameters with their shapes (``from_nir`` gives the values)."""
-    shapes = dict(node.attr("param_shapes"))
-
-    def init(key, _):
-        del key
-        return {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
-
-    return init
-
-
-def _neuron_zeros(node: GraphNode) -> dict[str, Array]:
+def _zeros(node: GraphNode) -> dict[str, Array]:
+    """A node's variables with their shapes, zero (``from_nir`` gives the values)."""
     return {k: jnp.zeros(s, jnp.float32) for k, s in dict(node.attr("param_shapes")).items()}
 
 
-def _order(graph: nir.NIRGraph) -> list[str]:
-    """The node names with every node after its inputs; ``ValueError`` on a cycle."""
+def _order(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]]]:
+    """The node names with every node after its inputs, and each node's inputs.
+
+    Raises ``ValueError`` on a cycle or an edge to a node the graph lacks.
+    """
     preds = {name: [] for name in graph.nodes}
     for src, dst in graph.edges:
         for end in (src, dst):
@@ -278,7 +270,7 @@ def _order(graph: nir.NIRGraph) -> list[str]:
             order.append(n)
             done.add(n)
         pending = [n for n in pending if n not in done]
-    return order
+    return order, preds
 
 
 def _neuron_constants(name: str, node: nir.NIRNode, shape, dt: float) -> dict[str, np.ndarray]:
@@ -391,13 +383,10 @@ def from_nir(
             f"from_nir needs one nir.Input node and at least one nir.Output, got inputs "
             f"{inputs} and outputs {list(outputs)}"
         )
-    preds: dict[str, list[str]] = {name: [] for name in graph.nodes}
-    for src, dst in graph.edges:
-        if dst in preds:
-            preds[dst].append(src)
+    order, preds = _order(graph)
     shapes: dict[str, tuple[int, ...]] = {}
     specs, params, neurons = [], {}, {}
-    for name in _order(graph):
+    for name in order:
         node = graph.nodes[name]
         kind = type(node).__name__
         if kind == "Input":
