@@ -17,8 +17,6 @@ of every method, and each entry of ``config.compare.methods`` is one method:
   ``"tdbn"``: converted weights and thresholds in the tdBN model).
 """
 
-from collections.abc import Sequence
-
 import ml_collections
 
 KINDS = ("ann", "conversion", "hybrid", "stbp")
@@ -76,13 +74,9 @@ def methods(
     hybrid_steps: tuple[int, ...],
     hybrid_overrides: dict,
     wu2019: ml_collections.ConfigDict,
-    extra: Sequence[tuple[str, ml_collections.ConfigDict]] = (),
 ) -> ml_collections.ConfigDict:
-    """Every row of the seed's table, on the config's model, then the ``extra`` rows.
-
-    ``extra``: ``(name, method(...))`` pairs appended in order (e.g. other
-    norms or losses trained with STBP); each becomes a row of the table.
-    """
+    """Every row of the seed's table, on the config's model (:func:`add_kit_methods` adds
+    the direct-training kit's)."""
     # the converted network's neuron: integrate-and-fire, reset by subtraction, its thresholds
     hybrid_neuron = {"tau": 1.0, "reset": "subtract", "channel_threshold": True}
     conversions = [  # (name, label, percentile, channelwise)
@@ -136,7 +130,6 @@ def methods(
             method("stbp", "STBP, no norm (Wu 2019)", wu2019_steps, overrides=wu2019.to_dict()),
         ),
         ("stbp_tdbn", method("stbp", "STBP-tdBN (Zheng 2021)", stbp_steps)),
-        *extra,
     ]
     m = ml_collections.ConfigDict()
     for rank, (name, row) in enumerate(rows):

@@ -20,9 +20,6 @@ import ml_collections
 
 from experiments.configs import compare_base, digits
 
-# Rows beyond the seed's table, as (name, compare_base.method(...)); append to add a row.
-EXTRA_ROWS: list[tuple[str, ml_collections.ConfigDict]] = []
-
 
 def get_config() -> ml_collections.ConfigDict:
     c = digits.get_config()
@@ -40,7 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
                 "optimizer": {"learning_rate": 1e-3, "warmup_steps": 0},
             },
             wu2019=compare_base.wu2019_settings("mnist"),
-            extra=EXTRA_ROWS,
         )
     )
     compare_base.add_kit_methods(c.compare.methods, time_steps=(4,))  # TET, TEBN, BNTT, PLIF
