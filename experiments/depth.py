@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import app, flags, logging
 from tqdm import tqdm
 
@@ -49,7 +50,8 @@ from experiments.configs import digits_plain
 from snn_jax import analysis
 from snn_jax.data import load_digits_split
 from snn_jax.nn.norm_neuron import NORMS
-from snn_jax.training import build_model, train_and_evaluate
+from snn_jax.training import build_model, create_train_state, train_and_evaluate
+from snn_jax.training.writers import write_json_atomic
 
 __all__ = ["SMOKE", "Cell", "Settings", "cell_config", "cells", "main", "run", "run_cell"]
 
@@ -174,9 +176,8 @@ def cell_config(settings: Settings, cell: Cell) -> ml_collections.ConfigDict:
 
 def _initial_variables(model, seed: int, x: jax.Array) -> dict[str, Any]:
     """The variables the training run started from (``create_train_state``'s draw)."""
-    params_rng, _ = jax.random.split(jax.random.PRNGKey(seed))
-    with jax.threefry_partitionable(False):
-        return jax.jit(lambda k, x: model.init(k, x, train=False))(params_rng, jnp.zeros_like(x))
+    state = create_train_state(jax.random.PRNGKey(seed), model, optax.identity(), x)
+    return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
 
 
 def _layer_order(name: str) -> list:
@@ -240,8 +241,7 @@ def run_cell(settings: Settings, cell: Cell, workdir: str) -> dict[str, Any] | N
         "curves": _curves(cell_dir),
         "seconds": time.perf_counter() - t0,
     }
-    with open(record_path, "w") as f:
-        json.dump(finite(record), f, indent=1)
+    write_json_atomic(record_path, finite(record))  # its presence marks the cell done
     return record
 
 
@@ -387,8 +387,7 @@ def run(settings: Settings, workdir: str, plots: bool = True) -> dict[str, Any]:
             return {"settings": dataclasses.asdict(settings), "cells": records, "interrupted": True}
         records.append(record)
     results = {"settings": dataclasses.asdict(settings), "cells": records, "interrupted": False}
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(finite(results), f, indent=1)
+    write_json_atomic(os.path.join(workdir, "results.json"), finite(results))
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table(records, settings))
     if plots:
