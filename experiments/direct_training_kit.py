@@ -31,11 +31,10 @@ import numpy as np
 from absl import app, flags
 
 from experiments.configs import digits
-from snn_jax.training import train_and_evaluate
+from snn_jax.training import LOSSES, train_and_evaluate
 from snn_jax.training.writers import write_json_atomic
 
 NORMS = ("tdbn", "tebn", "bntt")
-LOSSES = ("ce", "tet")
 LEAKS = ("none", "layer")  # NeuronSpec.learn_tau
 
 

@@ -6,6 +6,7 @@ by hand (tests/reference.py) and autodiff of the plain ``lax.scan``.
 
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -257,11 +258,18 @@ def test_step_norms_in_the_model_zoo(norm, name, kwargs):
     from snn_jax import models
 
     model = models.get_model(name, num_classes=10, time_steps=T, width=4, norm=norm, **kwargs)
-    x = jnp.asarray(inputs((B, 8, 8, 1 if name == "digits_cnn" else 3), seed=5))
+    x = jnp.asarray(inputs((B, 8, 8, 3), seed=5))
     variables = jax.jit(model.init)(jax.random.key(0), x)
     stats = jax.tree.leaves(variables["batch_stats"])
     assert stats
-    assert all(s.shape[0] == (T if norm == "bntt" else s.shape[0]) for s in stats)
+    # BNTT keeps statistics per step and channel [T, C], TEBN per channel [C] and p_t [T]
+    want_ndim = 2 if norm == "bntt" else 1
+    assert all(s.ndim == want_ndim and (norm != "bntt" or s.shape[0] == T) for s in stats)
+    if norm == "tebn":
+        flat = flax.traverse_util.flatten_dict(variables["params"])
+        p = [v for k, v in flat.items() if k[-1] == "step_scale"]
+        assert p
+        assert all(v.shape == (T,) for v in p)
     out = jax.jit(functools.partial(model.apply, train=False))(variables, x)
     assert out.shape == (B, 10)
     assert np.isfinite(np.asarray(out)).all()
